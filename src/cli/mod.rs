@@ -1,0 +1,135 @@
+//! The command line: argument parsing and dispatch. One file per command; each stays thin and
+//! calls into the module that owns the concept.
+//!
+//! Contract for scripts (SPEC §8): exit 0 success, 1 failure, 2 usage error; machine output on
+//! stdout, human messages on stderr, errors as one `error: …` line.
+
+use std::path::PathBuf;
+
+use argh::FromArgs;
+
+use crate::project::Project;
+use crate::Error;
+
+pub mod add;
+pub mod engine;
+pub mod exec;
+pub mod list;
+pub mod lockfile;
+pub mod logs;
+pub mod remove;
+pub mod restart;
+pub mod start;
+pub mod stop;
+
+#[derive(FromArgs, Debug)]
+/// iii runs workers — OCI images in isolated sandboxes. Without a subcommand it is the engine:
+/// it starts every worker in config.yaml and supervises them until SIGINT/SIGTERM.
+pub struct Iii {
+    /// path to config.yaml (default: $III_CONFIG_PATH, else ./config.yaml)
+    #[argh(option, short = 'c')]
+    pub config: Option<PathBuf>,
+
+    #[argh(subcommand)]
+    pub command: Option<TopCommand>,
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand)]
+pub enum TopCommand {
+    Worker(WorkerCommand),
+}
+
+#[derive(FromArgs, Debug)]
+/// Manage workers: add, remove, list, start, stop, restart, logs, exec.
+#[argh(subcommand, name = "worker")]
+pub struct WorkerCommand {
+    #[argh(subcommand)]
+    pub command: WorkerSub,
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand)]
+pub enum WorkerSub {
+    Add(add::Args),
+    Remove(remove::Args),
+    List(list::Args),
+    Start(start::Args),
+    Stop(stop::Args),
+    Restart(restart::Args),
+    Logs(logs::Args),
+    Exec(exec::Args),
+    Verify(lockfile::VerifyArgs),
+    Sync(lockfile::SyncArgs),
+    Update(lockfile::UpdateArgs),
+}
+
+/// What every command gets besides its own arguments.
+pub struct Ctx {
+    pub project: Project,
+}
+
+/// Parse `std::env::args`, run the command, print any error, and return the exit code.
+pub fn main() -> i32 {
+    let args: Vec<String> = std::env::args().collect();
+    let name = args.first().map(String::as_str).unwrap_or("iii");
+    let name = std::path::Path::new(name)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("iii");
+    let rest: Vec<&str> = args.iter().skip(1).map(String::as_str).collect();
+    let parsed = match Iii::from_args(&[name], &rest) {
+        Ok(p) => p,
+        Err(early) => {
+            return match early.status {
+                Ok(()) => {
+                    println!("{}", early.output);
+                    0
+                }
+                Err(()) => {
+                    eprintln!("{}", early.output);
+                    2
+                }
+            };
+        }
+    };
+    match run(parsed) {
+        Ok(code) => code,
+        Err(e) => report(&e),
+    }
+}
+
+/// Print an error as the one-line `error: …` and return its exit code.
+pub fn report(e: &Error) -> i32 {
+    eprintln!("error: {e}");
+    e.exit_code
+}
+
+fn run(cli: Iii) -> crate::Result<i32> {
+    let ctx = Ctx {
+        project: Project::locate(cli.config.as_deref()),
+    };
+    match cli.command {
+        None => engine::run(&ctx),
+        Some(TopCommand::Worker(w)) => match w.command {
+            WorkerSub::Add(a) => add::run(&ctx, a),
+            WorkerSub::Remove(a) => remove::run(&ctx, a),
+            WorkerSub::List(a) => list::run(&ctx, a),
+            WorkerSub::Start(a) => start::run(&ctx, a),
+            WorkerSub::Stop(a) => stop::run(&ctx, a),
+            WorkerSub::Restart(a) => restart::run(&ctx, a),
+            WorkerSub::Logs(a) => logs::run(&ctx, a),
+            WorkerSub::Exec(a) => exec::run(&ctx, a),
+            WorkerSub::Verify(_) => lockfile::not_yet("verify"),
+            WorkerSub::Sync(_) => lockfile::not_yet("sync"),
+            WorkerSub::Update(_) => lockfile::not_yet("update"),
+        },
+    }
+}
+
+/// Error for a command whose capability has not been built yet: says so, exits 1.
+pub fn not_yet_available(what: &str) -> crate::Result<i32> {
+    Err(Error::new(format!(
+        "{what} is not yet available in this version of iii"
+    )))
+}

@@ -1,0 +1,1 @@
+//! `config.yaml`: the declarative list of workers.

@@ -1,0 +1,1 @@
+//! The engine: supervises workers and serves the control socket.

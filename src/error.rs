@@ -1,0 +1,87 @@
+//! The one error type of iii: a message that names what failed, printed as `error: …`.
+//!
+//! Errors are human sentences built where the failure is understood; `Context` prefixes
+//! the lower-level cause with what was being attempted ("reading config.yaml: …").
+
+use std::fmt;
+
+/// A failure, printed as one line: `error: <message>`.
+#[derive(Debug)]
+pub struct Error {
+    message: String,
+    /// Process exit code the CLI uses for this failure (1 unless a command says otherwise).
+    pub exit_code: i32,
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn new(message: impl Into<String>) -> Self {
+        Error {
+            message: message.into(),
+            exit_code: 1,
+        }
+    }
+
+    /// The same error with a specific CLI exit code (e.g. 125 for `exec`).
+    pub fn with_exit_code(mut self, code: i32) -> Self {
+        self.exit_code = code;
+        self
+    }
+
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // One line, always: a multi-line cause would break `error: …` parsing in scripts.
+        f.write_str(&self.message.replace('\n', " "))
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// Build an [`Error`] with `format!` syntax.
+#[macro_export]
+macro_rules! err {
+    ($($arg:tt)*) => { $crate::error::Error::new(format!($($arg)*)) };
+}
+
+/// Add what was being done to a lower-level error.
+pub trait Context<T> {
+    fn context(self, what: impl fmt::Display) -> Result<T>;
+    fn with_context<D: fmt::Display>(self, what: impl FnOnce() -> D) -> Result<T>;
+}
+
+impl<T, E: fmt::Display> Context<T> for std::result::Result<T, E> {
+    fn context(self, what: impl fmt::Display) -> Result<T> {
+        self.map_err(|e| Error::new(format!("{what}: {e}")))
+    }
+    fn with_context<D: fmt::Display>(self, what: impl FnOnce() -> D) -> Result<T> {
+        self.map_err(|e| Error::new(format!("{}: {e}", what())))
+    }
+}
+
+impl<T> Context<T> for Option<T> {
+    fn context(self, what: impl fmt::Display) -> Result<T> {
+        self.ok_or_else(|| Error::new(what.to_string()))
+    }
+    fn with_context<D: fmt::Display>(self, what: impl FnOnce() -> D) -> Result<T> {
+        self.ok_or_else(|| Error::new(what().to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn context_prefixes_cause_and_stays_one_line() {
+        let r: std::result::Result<(), String> = Err("line1\nline2".into());
+        let e = r.context("reading config.yaml").unwrap_err();
+        assert_eq!(e.to_string(), "reading config.yaml: line1 line2");
+        assert_eq!(e.exit_code, 1);
+    }
+}

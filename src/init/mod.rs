@@ -1,0 +1,1 @@
+//! iii's own init: PID 1 inside every sandbox (namespace or VM).

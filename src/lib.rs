@@ -1,0 +1,25 @@
+//! iii — a worker runtime: pulls OCI images, unpacks them into a shared store and runs each
+//! worker in an isolated sandbox (a microVM on KVM, or Linux namespaces).
+//!
+//! Module map (one concept, one home):
+//! - [`oci`]: image references, the registry client, the content-addressed store, layer unpacking.
+//! - [`config`]: `config.yaml` — the model, `${VAR}` expansion, flattening, textual editing.
+//! - [`project`]: where a project's files and the per-user store live.
+//! - [`sandbox`]: the contract both backends keep; [`sandbox::namespace`] and [`sandbox::vm`].
+//! - [`init`]: iii's own PID 1 inside a sandbox.
+//! - [`protocol`]: the control-channel wire format, used by both ends.
+//! - [`engine`]: the supervisor and its control socket.
+//! - [`cli`]: one file per command, thin.
+#![warn(clippy::undocumented_unsafe_blocks)]
+
+pub mod cli;
+pub mod config;
+pub mod engine;
+pub mod error;
+pub mod init;
+pub mod oci;
+pub mod project;
+pub mod protocol;
+pub mod sandbox;
+
+pub use error::{Context, Error, Result};

@@ -1,0 +1,2 @@
+//! OCI images: references, the registry client, manifests, the content-addressed store and
+//! layer unpacking.

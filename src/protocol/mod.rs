@@ -1,0 +1,1 @@
+//! The control-channel wire protocol between the host (engine, CLI) and init, used by both ends.

@@ -1,0 +1,115 @@
+//! The sandbox contract both backends keep (SPEC §6), and the backends themselves.
+//!
+//! A sandbox runs one worker process from an extracted image tree, isolated in its own root
+//! filesystem (read-only image under a persistent per-worker writable layer), process tree,
+//! hostname, network and resource limits, with iii's own init as PID 1. The host-side process
+//! that owns a sandbox (see `engine`) uses only this module's types, so the `namespace` and `vm`
+//! backends are interchangeable.
+
+use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+
+use crate::Result;
+
+pub mod namespace;
+pub mod vm;
+
+/// Which backend runs a sandbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Namespace,
+    Vm,
+}
+
+impl Backend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Namespace => "namespace",
+            Backend::Vm => "vm",
+        }
+    }
+}
+
+/// The user a worker process runs as, resolved from the image's `/etc/passwd` and `/etc/group`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct User {
+    pub uid: u32,
+    pub gid: u32,
+    pub additional_gids: Vec<u32>,
+}
+
+/// The worker process: argv, environment and working directory, all already resolved with
+/// docker semantics (Entrypoint + Cmd, image Env ← flattened config ← III_WORKER_NAME).
+#[derive(Debug, Clone, Default)]
+pub struct ProcessSpec {
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub cwd: String,
+    pub user: User,
+}
+
+/// Resource limits from `resources:` (cgroups in `namespace`, vCPUs/memory in `vm`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Resources {
+    /// CPUs (fractional allowed: quota in `namespace`, rounded up to vCPUs in `vm`).
+    pub cpus: Option<f64>,
+    pub memory_bytes: Option<u64>,
+    pub pids: Option<u64>,
+}
+
+/// The worker's network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Network {
+    /// Own network namespace (or VM) with loopback only, plus the engine link: init listens on
+    /// 127.0.0.1:<engine port> inside and tunnels each connection to `SandboxSpec::engine_addr`.
+    Isolated,
+    /// `network: host`: share the host network.
+    Host,
+}
+
+/// Everything a backend needs to start one worker.
+#[derive(Debug, Clone)]
+pub struct SandboxSpec {
+    /// Worker name: also the hostname.
+    pub name: String,
+    /// The extracted image tree in the store: read-only, shared between workers.
+    pub image_root: PathBuf,
+    /// `.iii/workers/<name>/`: the backend keeps the writable layer (and its own scratch) here.
+    pub worker_dir: PathBuf,
+    pub process: ProcessSpec,
+    pub resources: Resources,
+    pub network: Network,
+    /// The host engine address the in-sandbox engine link tunnels to.
+    pub engine_addr: SocketAddr,
+}
+
+/// Where the worker's stdout and stderr go (e.g. the write ends of pipes the log writer reads).
+#[derive(Debug)]
+pub struct Stdio {
+    pub stdout: OwnedFd,
+    pub stderr: OwnedFd,
+}
+
+/// How the worker process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerExit {
+    /// Exited with this code.
+    Code(i32),
+    /// Killed by this signal (OOM kills show as SIGKILL with `oom_killed`).
+    Signal { signal: i32, oom_killed: bool },
+    /// The sandbox itself failed (guest crash, VMM error) with this description.
+    SandboxFailed(String),
+}
+
+/// A running sandbox, owned by one host-side process.
+pub trait Sandbox: Send {
+    fn backend(&self) -> Backend;
+    /// Host PID of the sandbox's root process (init's host PID, or the VMM).
+    fn pid(&self) -> u32;
+    /// Deliver a signal to the worker process (init forwards it).
+    fn signal(&self, signal: i32) -> Result<()>;
+    /// Block until the worker process has exited and the sandbox is torn down (no process,
+    /// mount or cgroup left behind).
+    fn wait(&mut self) -> Result<WorkerExit>;
+}

@@ -1,0 +1,1 @@
+//! The `namespace` backend: Linux namespaces, overlayfs, pivot_root, cgroups, seccomp.

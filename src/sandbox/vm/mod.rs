@@ -1,0 +1,1 @@
+//! The `vm` backend: a small VMM on raw KVM ioctls.
