@@ -92,7 +92,7 @@ pub struct Stdio {
 }
 
 /// How the worker process ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WorkerExit {
     /// Exited with this code.
     Code(i32),
