@@ -16,6 +16,7 @@ pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod exec;
 pub mod init;
 pub mod oci;
 pub mod project;

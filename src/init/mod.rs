@@ -1,1 +1,2 @@
 //! iii's own init: PID 1 inside every sandbox (namespace or VM).
+pub mod exec;

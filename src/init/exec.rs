@@ -1,0 +1,937 @@
+//! The exec server inside a sandbox: runs one command per exec stream and pumps its stdin,
+//! stdout and stderr (or its pseudo-terminal) with credit-based flow control (SPEC §7).
+//!
+//! Each [`ExecSession`] has its own thread with a `mio` loop over the command's pipes (or pty
+//! master) and a waker for frames from the host. Init (or any owner of the byte stream) routes
+//! the host's frames for the stream to [`ExecSession::deliver`], sends what the session emits
+//! through its [`Sink`], and reports the command's exit through [`ExecSession::child_exited`]
+//! (init reaps every child as PID 1; an owner that is not a reaper sets
+//! [`ExecContext::own_reaper`]).
+//!
+//! The command runs in its own process group (pipe mode) or its own session with the pty as
+//! controlling terminal (TTY mode); signals go to that group, and when the host closes the
+//! stream or goes away the group is killed, so no exec leaves orphans behind.
+
+use std::collections::VecDeque;
+use std::ffi::CString;
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token, Waker};
+
+use crate::protocol::exec::{
+    code, encode, spawn_failure_code, Decoder, ExecFrame, ExecMessage, ExecRequest, ExecStatus,
+    Output, Side, TtySize, INITIAL_CREDIT, MAX_CHUNK,
+};
+
+/// Runs in the forked child before anything else (e.g. a test harness entering a root). It
+/// must be async-signal-safe; it returns 0 or an errno.
+pub type EnterHook = Arc<dyn Fn() -> i32 + Send + Sync>;
+
+/// Where an exec'd command runs and as whom: the worker's environment and user.
+#[derive(Clone)]
+pub struct ExecContext {
+    /// The worker's environment; the request's `-e` values go on top.
+    pub env: Vec<(String, String)>,
+    /// Switch to this uid, gid and supplementary groups (`None`: stay as init's user).
+    pub user: Option<(u32, u32, Vec<u32>)>,
+    /// The pty multiplexer of the sandbox's devpts.
+    pub ptmx: String,
+    /// Reap the command with a thread of our own (for owners that are not PID 1's reaper).
+    pub own_reaper: bool,
+    pub enter: Option<EnterHook>,
+}
+
+impl Default for ExecContext {
+    fn default() -> Self {
+        ExecContext {
+            env: Vec::new(),
+            user: None,
+            ptmx: "/dev/ptmx".into(),
+            own_reaper: false,
+            enter: None,
+        }
+    }
+}
+
+/// Where a session's frames for the host go; `false` means the host is gone.
+pub type Sink = Box<dyn FnMut(ExecFrame) -> bool + Send>;
+
+/// Why a command did not start: the exit code (125/126/127) and a one-line reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StartFailure {
+    pub code: i32,
+    pub message: String,
+}
+
+enum Event {
+    Frame(ExecFrame),
+    Exited(ExecStatus),
+}
+
+/// One running exec: a command and the thread that pumps its streams.
+pub struct ExecSession {
+    pid: i32,
+    tx: mpsc::Sender<Event>,
+    waker: Arc<Waker>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ExecSession {
+    /// Start `req` in `ctx`. On success the session has already sent `Started` through `sink`.
+    pub fn start(
+        ctx: &ExecContext,
+        req: &ExecRequest,
+        mut sink: Sink,
+    ) -> Result<ExecSession, StartFailure> {
+        let spawned = spawn(ctx, req)?;
+        let pid = spawned.pid;
+        let poll = Poll::new().map_err(setup_failure)?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(setup_failure)?);
+        let (tx, rx) = mpsc::channel();
+        if ctx.own_reaper {
+            let tx = tx.clone();
+            let waker = waker.clone();
+            std::thread::spawn(move || {
+                let status = wait_for(pid);
+                let _ = tx.send(Event::Exited(status));
+                let _ = waker.wake();
+            });
+        }
+        sink(ExecFrame::Message(ExecMessage::Started { pid: pid as u32 }));
+        let pump = Pump::new(spawned, poll, rx, sink).map_err(setup_failure)?;
+        let thread = std::thread::Builder::new()
+            .name(format!("exec-{pid}"))
+            .spawn(move || pump.run())
+            .map_err(setup_failure)?;
+        Ok(ExecSession {
+            pid,
+            tx,
+            waker,
+            thread: Some(thread),
+        })
+    }
+
+    /// The command's PID (in the sandbox's PID namespace).
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// A frame from the host for this stream.
+    pub fn deliver(&self, frame: ExecFrame) {
+        let _ = self.tx.send(Event::Frame(frame));
+        let _ = self.waker.wake();
+    }
+
+    /// The command was reaped with this `waitpid` status.
+    pub fn child_exited(&self, wait_status: i32) {
+        let _ = self
+            .tx
+            .send(Event::Exited(ExecStatus::from_wait_status(wait_status)));
+        let _ = self.waker.wake();
+    }
+
+    /// Whether the session has sent its last frame.
+    pub fn is_finished(&self) -> bool {
+        self.thread.as_ref().is_none_or(|t| t.is_finished())
+    }
+
+    /// Wait until the session has sent its last frame.
+    pub fn join(mut self) {
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for ExecSession {
+    fn drop(&mut self) {
+        if self.thread.is_some() {
+            // Dropped without joining: the owner lost interest, which means the host is gone.
+            self.deliver(ExecFrame::Close);
+        }
+    }
+}
+
+fn setup_failure(e: impl std::fmt::Display) -> StartFailure {
+    StartFailure {
+        code: code::III_FAILED,
+        message: format!("setting up the exec session: {e}"),
+    }
+}
+
+/// Block until `pid` has exited; used only by an owner that is not the sandbox's reaper.
+fn wait_for(pid: i32) -> ExecStatus {
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid writes the status through a valid pointer.
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if r == pid {
+            return ExecStatus::from_wait_status(status);
+        }
+        if r < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            // Reaped elsewhere: nothing to report but that it is gone.
+            return ExecStatus::Signal(libc::SIGKILL);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Spawning
+
+/// A started command and our ends of its stdio.
+struct Spawned {
+    pid: i32,
+    /// Pipe mode: stdin write end, stdout and stderr read ends.
+    /// TTY mode: `input` is the pty master, `stdout`/`stderr` are `None`.
+    input: OwnedFd,
+    stdout: Option<OwnedFd>,
+    stderr: Option<OwnedFd>,
+    tty: bool,
+}
+
+/// What the child reports through its close-on-exec error pipe before `_exit`.
+#[repr(u32)]
+#[derive(Clone, Copy)]
+enum Stage {
+    Enter = 1,
+    Terminal = 2,
+    User = 3,
+    Chdir = 4,
+    Exec = 5,
+}
+
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+fn cstring(s: &str, what: &str) -> Result<CString, StartFailure> {
+    CString::new(s).map_err(|_| StartFailure {
+        code: code::III_FAILED,
+        message: format!("{what} contains a NUL byte"),
+    })
+}
+
+fn last_errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+fn errno_text(errno: i32) -> String {
+    let s = std::io::Error::from_raw_os_error(errno).to_string();
+    // "No such file or directory (os error 2)" → "no such file or directory"
+    let s = s.split(" (os error").next().unwrap_or(&s).to_string();
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_lowercase().collect::<String>() + c.as_str(),
+        None => s,
+    }
+}
+
+/// A pipe whose ends are both close-on-exec and above the stdio numbers (so `dup2` onto
+/// 0/1/2 in the child never clobbers another source fd).
+fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 writes two fds into the array.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: both fds were just created and are owned by nobody else.
+    let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    Ok((above_stdio(r)?, above_stdio(w)?))
+}
+
+fn above_stdio(fd: OwnedFd) -> std::io::Result<OwnedFd> {
+    if fd.as_raw_fd() > 2 {
+        return Ok(fd);
+    }
+    // SAFETY: F_DUPFD_CLOEXEC duplicates a valid fd to the lowest free number >= 3.
+    let n = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 3) };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `n` is a fresh fd we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(n) })
+}
+
+/// Open a pty pair from `ptmx`: (master, slave), both close-on-exec, slave sized `size`.
+fn open_pty(ptmx: &str, size: TtySize) -> std::io::Result<(OwnedFd, OwnedFd)> {
+    let path = CString::new(ptmx).map_err(|_| std::io::ErrorKind::InvalidInput)?;
+    // SAFETY: a valid C string path; the returned fd is checked.
+    let m = unsafe {
+        libc::open(
+            path.as_ptr(),
+            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+        )
+    };
+    if m < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `m` is a fresh fd we own.
+    let master = above_stdio(unsafe { OwnedFd::from_raw_fd(m) })?;
+    let unlock: libc::c_int = 0;
+    // SAFETY: TIOCSPTLCK reads an int through a valid pointer.
+    if unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK, &unlock) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // TIOCGPTPEER opens the slave of this very master, whatever path devpts is mounted at.
+    // SAFETY: TIOCGPTPEER takes open flags and returns a new fd, checked below.
+    let s = unsafe {
+        libc::ioctl(
+            master.as_raw_fd(),
+            libc::TIOCGPTPEER,
+            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+        )
+    };
+    if s < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `s` is a fresh fd we own.
+    let slave = above_stdio(unsafe { OwnedFd::from_raw_fd(s) })?;
+    crate::exec::terminal::set_window_size(
+        master.as_fd(),
+        crate::exec::terminal::WinSize {
+            rows: size.rows,
+            cols: size.cols,
+        },
+    )
+    .map_err(|e| std::io::Error::other(e.to_string()))?;
+    Ok((master, slave))
+}
+
+/// Fork and exec the command. Everything the child needs is prepared here, before `fork`, so
+/// the child only makes async-signal-safe system calls (init may have other threads).
+fn spawn(ctx: &ExecContext, req: &ExecRequest) -> Result<Spawned, StartFailure> {
+    let Some(program) = req.args.first() else {
+        return Err(StartFailure {
+            code: code::III_FAILED,
+            message: "no command given".into(),
+        });
+    };
+    // Environment: worker ← request, later values win; TTY mode gets a TERM like docker -t.
+    let mut env: Vec<(String, String)> = Vec::new();
+    let mut set = |k: &str, v: &str| {
+        env.retain(|(ek, _)| ek != k);
+        env.push((k.to_string(), v.to_string()));
+    };
+    for (k, v) in &ctx.env {
+        set(k, v);
+    }
+    if req.tty.is_some() && !req.env.iter().any(|(k, _)| k == "TERM") {
+        set("TERM", "xterm");
+    }
+    for (k, v) in &req.env {
+        set(k, v);
+    }
+    let envp_c: Vec<CString> = env
+        .iter()
+        .map(|(k, v)| cstring(&format!("{k}={v}"), "an environment variable"))
+        .collect::<Result<_, _>>()?;
+    let argv_c: Vec<CString> = req
+        .args
+        .iter()
+        .map(|a| cstring(a, "an argument"))
+        .collect::<Result<_, _>>()?;
+    // Candidate paths for argv[0], in PATH order (a name with a slash is used as it is).
+    let candidates: Vec<CString> = if program.contains('/') {
+        vec![cstring(program, "the command")?]
+    } else {
+        let path = env
+            .iter()
+            .find(|(k, _)| k == "PATH")
+            .map(|(_, v)| v.as_str())
+            .unwrap_or(DEFAULT_PATH);
+        path.split(':')
+            .map(|d| if d.is_empty() { "." } else { d })
+            .map(|d| cstring(&format!("{}/{program}", d.trim_end_matches('/')), "PATH"))
+            .collect::<Result<_, _>>()?
+    };
+    let cwd_c = cstring(&req.cwd, "the working directory")?;
+    let mut argv: Vec<*const libc::c_char> = argv_c.iter().map(|c| c.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    let mut envp: Vec<*const libc::c_char> = envp_c.iter().map(|c| c.as_ptr()).collect();
+    envp.push(std::ptr::null());
+    let groups: Vec<libc::gid_t> = ctx.user.as_ref().map(|u| u.2.clone()).unwrap_or_default();
+
+    let io = |e: std::io::Error| setup_failure(e);
+    // Our ends and the child's ends of its stdio.
+    let (input, stdout, stderr, child_fds): (
+        OwnedFd,
+        Option<OwnedFd>,
+        Option<OwnedFd>,
+        [OwnedFd; 3],
+    ) = match req.tty {
+        Some(size) => {
+            let (master, slave) = open_pty(&ctx.ptmx, size).map_err(|e| StartFailure {
+                code: code::III_FAILED,
+                message: format!("allocating a pseudo-terminal from {}: {e}", ctx.ptmx),
+            })?;
+            let s1 = slave.try_clone().map_err(io)?;
+            let s2 = slave.try_clone().map_err(io)?;
+            (master, None, None, [slave, s1, s2])
+        }
+        None => {
+            let (in_r, in_w) = pipe().map_err(io)?;
+            let (out_r, out_w) = pipe().map_err(io)?;
+            let (err_r, err_w) = pipe().map_err(io)?;
+            (in_w, Some(out_r), Some(err_r), [in_r, out_w, err_w])
+        }
+    };
+    let (report_r, report_w) = pipe().map_err(io)?;
+    let tty = req.tty.is_some();
+    let child_raw: [RawFd; 3] = [
+        child_fds[0].as_raw_fd(),
+        child_fds[1].as_raw_fd(),
+        child_fds[2].as_raw_fd(),
+    ];
+    let report_fd = report_w.as_raw_fd();
+    let enter = ctx.enter.clone();
+    let user = ctx.user.clone();
+
+    // SAFETY: fork has no memory-safety preconditions; the child below only makes
+    // async-signal-safe calls on data prepared above, and always ends in execve or _exit.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(setup_failure(std::io::Error::last_os_error()));
+    }
+    if pid == 0 {
+        // SAFETY: in the child; see `child` for what it does.
+        unsafe {
+            child(ChildPlan {
+                enter: enter.as_deref(),
+                tty,
+                fds: child_raw,
+                user: user.as_ref().map(|u| (u.0, u.1)),
+                groups: &groups,
+                cwd: &cwd_c,
+                candidates: &candidates,
+                argv: &argv,
+                envp: &envp,
+                report: report_fd,
+            })
+        }
+    }
+    drop(child_fds);
+    drop(report_w);
+    // The child reports (stage, errno) on failure; EOF (close-on-exec) means execve worked.
+    let mut report = [0u8; 8];
+    let mut got = 0;
+    let mut reader = std::fs::File::from(report_r);
+    while got < 8 {
+        match reader.read(&mut report[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    if got == 0 {
+        return Ok(Spawned {
+            pid,
+            input,
+            stdout,
+            stderr,
+            tty,
+        });
+    }
+    // The child has _exit'ed; reap it unless init's reaper is faster (then ECHILD is fine).
+    // SAFETY: waitpid on our own child with a null status pointer.
+    unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
+    let stage = u32::from_ne_bytes(report[..4].try_into().expect("4 bytes"));
+    let errno = i32::from_ne_bytes(report[4..].try_into().expect("4 bytes"));
+    let why = errno_text(errno);
+    Err(match stage {
+        s if s == Stage::Exec as u32 => {
+            let code = spawn_failure_code(errno);
+            let message = if code == code::NOT_FOUND && !program.contains('/') {
+                format!("exec: {program:?}: executable file not found in $PATH")
+            } else {
+                format!("exec: {program:?}: {why}")
+            };
+            StartFailure { code, message }
+        }
+        s if s == Stage::Chdir as u32 => StartFailure {
+            code: code::NOT_EXECUTABLE,
+            message: format!("cannot enter working directory {}: {why}", req.cwd),
+        },
+        s if s == Stage::User as u32 => StartFailure {
+            code: code::III_FAILED,
+            message: format!("switching to the worker's user: {why}"),
+        },
+        s if s == Stage::Terminal as u32 => StartFailure {
+            code: code::III_FAILED,
+            message: format!("making the pseudo-terminal the controlling terminal: {why}"),
+        },
+        _ => StartFailure {
+            code: code::III_FAILED,
+            message: format!("entering the worker: {why}"),
+        },
+    })
+}
+
+struct ChildPlan<'a> {
+    enter: Option<&'a (dyn Fn() -> i32 + Send + Sync)>,
+    tty: bool,
+    fds: [RawFd; 3],
+    user: Option<(u32, u32)>,
+    groups: &'a [libc::gid_t],
+    cwd: &'a CString,
+    candidates: &'a [CString],
+    argv: &'a [*const libc::c_char],
+    envp: &'a [*const libc::c_char],
+    report: RawFd,
+}
+
+/// The forked child: set up and exec, or report why not and `_exit(127)`.
+///
+/// # Safety
+/// Must only be called in a freshly forked child; it never returns.
+unsafe fn child(p: ChildPlan<'_>) -> ! {
+    let fail = |stage: Stage, errno: i32| -> ! {
+        let mut msg = [0u8; 8];
+        msg[..4].copy_from_slice(&(stage as u32).to_ne_bytes());
+        msg[4..].copy_from_slice(&errno.to_ne_bytes());
+        // SAFETY: writing 8 bytes from a valid buffer, then ending the child without running
+        // any of the parent's destructors or atexit handlers.
+        unsafe {
+            libc::write(p.report, msg.as_ptr().cast(), msg.len());
+            libc::_exit(127)
+        }
+    };
+    // SAFETY: plain system calls on fds and C strings prepared by the parent (whole block).
+    unsafe {
+        // Init may block or ignore signals for itself; the command starts with defaults.
+        let mut none: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut none);
+        libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+        for sig in 1..32 {
+            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                libc::signal(sig, libc::SIG_DFL);
+            }
+        }
+        if let Some(enter) = p.enter {
+            let e = enter();
+            if e != 0 {
+                fail(Stage::Enter, e);
+            }
+        }
+        if p.tty {
+            if libc::setsid() < 0 {
+                fail(Stage::Terminal, last_errno());
+            }
+            if libc::ioctl(p.fds[0], libc::TIOCSCTTY, 0) != 0 {
+                fail(Stage::Terminal, last_errno());
+            }
+        } else if libc::setpgid(0, 0) != 0 {
+            fail(Stage::Terminal, last_errno());
+        }
+        for (target, fd) in p.fds.iter().enumerate() {
+            // dup2 clears close-on-exec on the new number.
+            if libc::dup2(*fd, target as RawFd) < 0 {
+                fail(Stage::Terminal, last_errno());
+            }
+        }
+        if let Some((uid, gid)) = p.user {
+            if libc::setgroups(p.groups.len(), p.groups.as_ptr()) != 0
+                || libc::setgid(gid) != 0
+                || libc::setuid(uid) != 0
+            {
+                fail(Stage::User, last_errno());
+            }
+        }
+        if libc::chdir(p.cwd.as_ptr()) != 0 {
+            fail(Stage::Chdir, last_errno());
+        }
+        // Like execvp: try each PATH candidate; "permission denied" anywhere beats "not found".
+        let mut errno = libc::ENOENT;
+        let mut denied = false;
+        for c in p.candidates {
+            libc::execve(c.as_ptr(), p.argv.as_ptr(), p.envp.as_ptr());
+            let e = last_errno();
+            match e {
+                libc::ENOENT | libc::ENOTDIR => {}
+                libc::EACCES => denied = true,
+                _ => {
+                    errno = e;
+                    break;
+                }
+            }
+        }
+        if denied && errno == libc::ENOENT {
+            errno = libc::EACCES;
+        }
+        fail(Stage::Exec, errno)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pumping
+
+const WAKER: Token = Token(0);
+const INPUT: Token = Token(1);
+const STDOUT: Token = Token(2);
+const STDERR: Token = Token(3);
+
+/// After the command exits, how long to wait for its output streams to reach EOF (a
+/// background process may hold them open) before reporting the exit.
+const DRAIN_GRACE: Duration = Duration::from_millis(200);
+
+struct Pump {
+    pid: i32,
+    tty: bool,
+    poll: Poll,
+    rx: mpsc::Receiver<Event>,
+    sink: Sink,
+    input: Option<OwnedFd>,
+    input_writable: bool,
+    stdin_buf: VecDeque<u8>,
+    stdin_eof: bool,
+    /// The command closed its stdin: further input is dropped (and credited).
+    stdin_broken: bool,
+    /// Readers: stdout (or the pty master) and stderr.
+    outputs: [Option<OwnedFd>; 2],
+    readable: [bool; 2],
+    /// Output bytes the host still accepts.
+    credit: u64,
+    exited: Option<ExecStatus>,
+    drain_deadline: Option<Instant>,
+    host_gone: bool,
+}
+
+fn set_nonblocking(fd: RawFd) -> std::io::Result<()> {
+    // SAFETY: F_GETFL/F_SETFL on a valid fd.
+    unsafe {
+        let fl = libc::fcntl(fd, libc::F_GETFL);
+        if fl < 0 || libc::fcntl(fd, libc::F_SETFL, fl | libc::O_NONBLOCK) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+impl Pump {
+    fn new(s: Spawned, poll: Poll, rx: mpsc::Receiver<Event>, sink: Sink) -> std::io::Result<Pump> {
+        let input_fd = s.input.as_raw_fd();
+        set_nonblocking(input_fd)?;
+        if s.tty {
+            // One fd for both directions.
+            poll.registry().register(
+                &mut SourceFd(&input_fd),
+                STDOUT,
+                Interest::READABLE | Interest::WRITABLE,
+            )?;
+        } else {
+            poll.registry()
+                .register(&mut SourceFd(&input_fd), INPUT, Interest::WRITABLE)?;
+        }
+        for (fd, token) in [(&s.stdout, STDOUT), (&s.stderr, STDERR)] {
+            if let Some(fd) = fd {
+                set_nonblocking(fd.as_raw_fd())?;
+                poll.registry().register(
+                    &mut SourceFd(&fd.as_raw_fd()),
+                    token,
+                    Interest::READABLE,
+                )?;
+            }
+        }
+        let outputs = if s.tty {
+            [Some(s.input.try_clone()?), None]
+        } else {
+            [s.stdout, s.stderr]
+        };
+        Ok(Pump {
+            pid: s.pid,
+            tty: s.tty,
+            poll,
+            rx,
+            sink,
+            input: Some(s.input),
+            input_writable: false,
+            stdin_buf: VecDeque::new(),
+            stdin_eof: false,
+            stdin_broken: false,
+            outputs,
+            readable: [false; 2],
+            credit: INITIAL_CREDIT as u64,
+            exited: None,
+            drain_deadline: None,
+            host_gone: false,
+        })
+    }
+
+    fn send(&mut self, frame: ExecFrame) {
+        if !self.host_gone && !(self.sink)(frame) {
+            self.host_lost();
+        }
+    }
+
+    /// The host closed the stream or vanished: kill the command's whole group.
+    fn host_lost(&mut self) {
+        if !self.host_gone {
+            self.host_gone = true;
+            self.kill_group(libc::SIGKILL);
+        }
+    }
+
+    fn kill_group(&self, signal: i32) {
+        if self.exited.is_none() {
+            // SAFETY: kill has no memory-safety preconditions; the group is the command's own.
+            unsafe { libc::kill(-self.pid, signal) };
+        }
+    }
+
+    fn run(mut self) {
+        let mut events = Events::with_capacity(16);
+        loop {
+            let timeout = self
+                .drain_deadline
+                .map(|d| d.saturating_duration_since(Instant::now()));
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    self.host_lost();
+                    break;
+                }
+            }
+            for ev in events.iter() {
+                match ev.token() {
+                    INPUT => self.input_writable = true,
+                    STDOUT => {
+                        if self.tty && ev.is_writable() {
+                            self.input_writable = true;
+                        }
+                        if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+                            self.readable[0] = true;
+                        }
+                    }
+                    STDERR => self.readable[1] = true,
+                    _ => {}
+                }
+            }
+            while let Ok(event) = self.rx.try_recv() {
+                self.handle(event);
+            }
+            self.pump_stdin();
+            self.pump_outputs();
+            if self.finished() {
+                break;
+            }
+        }
+    }
+
+    fn handle(&mut self, event: Event) {
+        match event {
+            Event::Exited(status) => {
+                self.exited = Some(status);
+                self.drain_deadline = Some(Instant::now() + DRAIN_GRACE);
+            }
+            Event::Frame(ExecFrame::Stdin(bytes)) => {
+                if self.stdin_broken || self.stdin_eof {
+                    let n = bytes.len() as u32;
+                    self.send(ExecFrame::Window(n));
+                } else {
+                    self.stdin_buf.extend(bytes);
+                }
+            }
+            Event::Frame(ExecFrame::StdinEof) => self.stdin_eof = true,
+            Event::Frame(ExecFrame::Window(n)) => self.credit += n as u64,
+            Event::Frame(ExecFrame::Message(ExecMessage::Signal { signal })) => {
+                self.kill_group(signal)
+            }
+            Event::Frame(ExecFrame::Message(ExecMessage::Resize(size))) => {
+                if let (true, Some(m)) = (self.tty, &self.input) {
+                    let _ = crate::exec::terminal::set_window_size(
+                        m.as_fd(),
+                        crate::exec::terminal::WinSize {
+                            rows: size.rows,
+                            cols: size.cols,
+                        },
+                    );
+                }
+            }
+            Event::Frame(ExecFrame::Close) => self.host_lost(),
+            // Nothing else is meaningful from the host once the stream is open.
+            Event::Frame(_) => {}
+        }
+    }
+
+    fn pump_stdin(&mut self) {
+        let Some(fd) = &self.input else { return };
+        let mut written = 0u64;
+        let mut file = std::mem::ManuallyDrop::new(
+            // SAFETY: a borrowed view of our own fd, never closed through this File.
+            unsafe { std::fs::File::from_raw_fd(fd.as_raw_fd()) },
+        );
+        while self.input_writable && !self.stdin_buf.is_empty() {
+            let (a, _) = self.stdin_buf.as_slices();
+            match file.write(a) {
+                Ok(n) => {
+                    self.stdin_buf.drain(..n);
+                    written += n as u64;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => self.input_writable = false,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    // The command closed its stdin (EPIPE): drop what is left, credit it.
+                    written += self.stdin_buf.len() as u64;
+                    self.stdin_buf.clear();
+                    self.stdin_broken = true;
+                }
+            }
+        }
+        if written > 0 {
+            self.send(ExecFrame::Window(written as u32));
+        }
+        if self.stdin_eof && self.stdin_buf.is_empty() {
+            if self.tty {
+                // A terminal has no half-close: end-of-input is the EOF character (^D).
+                if self.input_writable {
+                    let _ = file.write(&[4]);
+                    self.stdin_eof = false;
+                    self.stdin_broken = true;
+                }
+            } else if let Some(fd) = self.input.take() {
+                let _ = self
+                    .poll
+                    .registry()
+                    .deregister(&mut SourceFd(&fd.as_raw_fd()));
+                drop(fd);
+            }
+        }
+    }
+
+    fn pump_outputs(&mut self) {
+        let mut buf = vec![0u8; MAX_CHUNK];
+        for i in 0..2 {
+            let which = if i == 0 {
+                Output::Stdout
+            } else {
+                Output::Stderr
+            };
+            while self.readable[i] && (self.credit > 0 || self.host_gone) {
+                let Some(fd) = &self.outputs[i] else { break };
+                let want = (self.credit as usize).clamp(1, MAX_CHUNK);
+                // SAFETY: reading into a valid buffer of at least `want` bytes.
+                let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), want) };
+                if n > 0 {
+                    let n = n as usize;
+                    if !self.host_gone {
+                        self.credit -= n as u64;
+                        self.send(ExecFrame::Output(which, buf[..n].to_vec()));
+                    }
+                    continue;
+                }
+                let errno = last_errno();
+                if n < 0 && errno == libc::EAGAIN {
+                    self.readable[i] = false;
+                } else if n < 0 && errno == libc::EINTR {
+                    continue;
+                } else {
+                    // EOF on a pipe, or EIO on a pty master whose slave is closed everywhere.
+                    if let Some(fd) = self.outputs[i].take() {
+                        if !self.tty {
+                            let _ = self
+                                .poll
+                                .registry()
+                                .deregister(&mut SourceFd(&fd.as_raw_fd()));
+                        }
+                    }
+                    self.readable[i] = false;
+                }
+            }
+        }
+    }
+
+    /// Whether the session is over: the command exited and its output was sent (or the grace
+    /// for late output ran out while nothing was waiting on credit).
+    fn finished(&mut self) -> bool {
+        let Some(status) = self.exited else {
+            return false;
+        };
+        let drained = self.outputs.iter().all(Option::is_none);
+        let blocked_on_credit = self.readable.iter().any(|r| *r) && self.credit == 0;
+        let late = self.drain_deadline.is_some_and(|d| Instant::now() >= d);
+        if !(self.host_gone || drained || (late && !blocked_on_credit)) {
+            return false;
+        }
+        self.send(ExecFrame::Message(ExecMessage::Exited(status)));
+        self.send(ExecFrame::Close);
+        true
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A whole connection
+
+/// Serve one exec connection that carries one exec stream: read the `Open`, run the command,
+/// pump frames both ways until it ends. Used where the exec server owns the byte stream
+/// itself (no multiplexer in between).
+pub fn serve_connection(conn: UnixStream, ctx: &ExecContext) {
+    let mut reader = match conn.try_clone() {
+        Ok(r) => r,
+        Err(_) => return,
+    };
+    let mut writer = conn;
+    let mut decoder = Decoder::new(Side::Server);
+    let mut buf = vec![0u8; 64 << 10];
+    let req = loop {
+        match decoder.next_frame() {
+            Ok(Some(ExecFrame::Message(ExecMessage::Open(req)))) => break req,
+            Ok(Some(_)) | Err(_) => return,
+            Ok(None) => {}
+        }
+        match reader.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => decoder.feed(&buf[..n]),
+        }
+    };
+    let mut out = writer.try_clone().ok();
+    let sink: Sink = Box::new(move |frame| {
+        let Some(w) = out.as_mut() else { return false };
+        let mut bytes = Vec::with_capacity(64);
+        encode(&mut bytes, &frame);
+        w.write_all(&bytes).is_ok()
+    });
+    let session = match ExecSession::start(ctx, &req, sink) {
+        Ok(s) => s,
+        Err(f) => {
+            let mut bytes = Vec::new();
+            encode(
+                &mut bytes,
+                &ExecFrame::Message(ExecMessage::Failed {
+                    code: f.code,
+                    message: f.message,
+                }),
+            );
+            encode(&mut bytes, &ExecFrame::Close);
+            let _ = writer.write_all(&bytes);
+            return;
+        }
+    };
+    // Frames already decoded after the Open, then the rest of the connection.
+    loop {
+        loop {
+            match decoder.next_frame() {
+                Ok(Some(f)) => session.deliver(f),
+                Ok(None) => break,
+                Err(_) => {
+                    session.deliver(ExecFrame::Close);
+                    session.join();
+                    return;
+                }
+            }
+        }
+        if session.is_finished() {
+            break;
+        }
+        match reader.read(&mut buf) {
+            Ok(0) | Err(_) => {
+                session.deliver(ExecFrame::Close);
+                break;
+            }
+            Ok(n) => decoder.feed(&buf[..n]),
+        }
+    }
+    session.join();
+    let _ = writer.shutdown(std::net::Shutdown::Both);
+}
