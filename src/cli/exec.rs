@@ -8,7 +8,8 @@ use crate::{err, Error};
 
 #[derive(FromArgs, Debug)]
 /// Run a command inside a running worker, like `docker exec`. The command's exit code is
-/// iii's exit code (128+N for signal N; 125 iii failed, 126 not executable, 127 not found).
+/// iii's exit code (128+N for signal N; 124 timed out, 125 iii failed, 126 not executable,
+/// 127 not found).
 #[argh(subcommand, name = "exec")]
 pub struct Args {
     /// set an environment variable in the command (KEY=VALUE, repeatable)
