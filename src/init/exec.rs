@@ -3,10 +3,10 @@
 //!
 //! Each [`ExecSession`] has its own thread with a `mio` loop over the command's pipes (or pty
 //! master) and a waker for frames from the host. Init (or any owner of the byte stream) routes
-//! the host's frames for the stream to [`ExecSession::deliver`], sends what the session emits
-//! through its [`Sink`], and reports the command's exit through [`ExecSession::child_exited`]
-//! (init reaps every child as PID 1; an owner that is not a reaper sets
-//! [`ExecContext::own_reaper`]).
+//! the host's frames for the stream to [`ExecSession::deliver`] and sends what the session
+//! emits through its [`Sink`] — or hands a whole byte stream to [`serve_connection`]. Init
+//! reaps every child as PID 1 and passes exec commands' statuses to [`child_exited`]; an owner
+//! that is not a reaper sets [`ExecContext::own_reaper`] instead.
 //!
 //! The command runs in its own process group (pipe mode) or its own session with the pty as
 //! controlling terminal (TTY mode); signals go to that group, and when the host closes the
@@ -88,11 +88,18 @@ impl ExecSession {
         req: &ExecRequest,
         mut sink: Sink,
     ) -> Result<ExecSession, StartFailure> {
-        let spawned = spawn(ctx, req)?;
-        let pid = spawned.pid;
         let poll = Poll::new().map_err(setup_failure)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(setup_failure)?);
         let (tx, rx) = mpsc::channel();
+        // Held from before the fork until the PID is registered, so the reaper's
+        // `child_exited` cannot look for the PID before it is there.
+        let mut registry = (!ctx.own_reaper).then(lock_registry);
+        let spawned = spawn(ctx, req)?;
+        let pid = spawned.pid;
+        if let Some(r) = registry.as_mut() {
+            r.push((pid, tx.clone(), waker.clone()));
+        }
+        drop(registry);
         if ctx.own_reaper {
             let tx = tx.clone();
             let waker = waker.clone();
@@ -127,14 +134,6 @@ impl ExecSession {
         let _ = self.waker.wake();
     }
 
-    /// The command was reaped with this `waitpid` status.
-    pub fn child_exited(&self, wait_status: i32) {
-        let _ = self
-            .tx
-            .send(Event::Exited(ExecStatus::from_wait_status(wait_status)));
-        let _ = self.waker.wake();
-    }
-
     /// Whether the session has sent its last frame.
     pub fn is_finished(&self) -> bool {
         self.thread.as_ref().is_none_or(|t| t.is_finished())
@@ -155,6 +154,27 @@ impl Drop for ExecSession {
             self.deliver(ExecFrame::Close);
         }
     }
+}
+
+/// Exec commands whose exit init's reaper reports: (PID, session channel, session waker).
+type Registry = Vec<(i32, mpsc::Sender<Event>, Arc<Waker>)>;
+static REGISTRY: std::sync::Mutex<Registry> = std::sync::Mutex::new(Vec::new());
+
+fn lock_registry() -> std::sync::MutexGuard<'static, Registry> {
+    REGISTRY.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// For init's reaper (PID 1 reaps every child): hand the `waitpid` status of `pid` to its
+/// exec session. Returns whether `pid` was an exec command.
+pub fn child_exited(pid: i32, wait_status: i32) -> bool {
+    let mut r = lock_registry();
+    let Some(i) = r.iter().position(|(p, _, _)| *p == pid) else {
+        return false;
+    };
+    let (_, tx, waker) = r.swap_remove(i);
+    let _ = tx.send(Event::Exited(ExecStatus::from_wait_status(wait_status)));
+    let _ = waker.wake();
+    true
 }
 
 fn setup_failure(e: impl std::fmt::Display) -> StartFailure {
@@ -610,6 +630,16 @@ fn set_nonblocking(fd: RawFd) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Bytes waiting to be read on a pipe or pty master (unknown counts as some).
+fn bytes_available(fd: RawFd) -> i32 {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int through a valid pointer.
+    if unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n) } != 0 {
+        return 1;
+    }
+    n
+}
+
 impl Pump {
     fn new(s: Spawned, poll: Poll, rx: mpsc::Receiver<Event>, sink: Sink) -> std::io::Result<Pump> {
         let input_fd = s.input.as_raw_fd();
@@ -808,15 +838,21 @@ impl Pump {
             } else {
                 Output::Stderr
             };
-            while self.readable[i] && (self.credit > 0 || self.host_gone) {
+            while self.readable[i] {
                 let Some(fd) = &self.outputs[i] else { break };
+                if self.credit == 0 && !self.host_gone && bytes_available(fd.as_raw_fd()) != 0 {
+                    // Data waits and the host has no room: leave it in the pipe. (With nothing
+                    // waiting, the read below still finds EOF without taking any data.)
+                    break;
+                }
                 let want = (self.credit as usize).clamp(1, MAX_CHUNK);
                 // SAFETY: reading into a valid buffer of at least `want` bytes.
                 let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), want) };
                 if n > 0 {
                     let n = n as usize;
                     if !self.host_gone {
-                        self.credit -= n as u64;
+                        // At most one byte beyond the credit, when data raced the check above.
+                        self.credit = self.credit.saturating_sub(n as u64);
                         self.send(ExecFrame::Output(which, buf[..n].to_vec()));
                     }
                     continue;
@@ -934,4 +970,112 @@ pub fn serve_connection(conn: UnixStream, ctx: &ExecContext) {
     }
     session.join();
     let _ = writer.shutdown(std::net::Shutdown::Both);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(ctx: &ExecContext, args: &[&str]) -> (ExecSession, mpsc::Receiver<ExecFrame>) {
+        let (tx, rx) = mpsc::channel();
+        let sink: Sink = Box::new(move |f| tx.send(f).is_ok());
+        let req = ExecRequest {
+            args: args.iter().map(|s| s.to_string()).collect(),
+            env: vec![],
+            cwd: "/".into(),
+            tty: None,
+        };
+        let s = ExecSession::start(ctx, &req, sink).unwrap();
+        (s, rx)
+    }
+
+    fn next(rx: &mpsc::Receiver<ExecFrame>) -> ExecFrame {
+        rx.recv_timeout(Duration::from_secs(10)).expect("a frame")
+    }
+
+    #[test]
+    fn init_reaper_hands_the_status_over() {
+        let ctx = ExecContext {
+            env: vec![("PATH".into(), "/bin:/usr/bin".into())],
+            ..Default::default()
+        };
+        let (s, rx) = session(&ctx, &["sh", "-c", "exit 5"]);
+        assert!(matches!(
+            next(&rx),
+            ExecFrame::Message(ExecMessage::Started { .. })
+        ));
+        // Play init's reaper for this one child.
+        let mut status = 0;
+        // SAFETY: waiting for our own child by PID.
+        assert_eq!(unsafe { libc::waitpid(s.pid(), &mut status, 0) }, s.pid());
+        assert!(child_exited(s.pid(), status));
+        assert!(!child_exited(s.pid(), status), "handed over once");
+        assert_eq!(
+            next(&rx),
+            ExecFrame::Message(ExecMessage::Exited(ExecStatus::Code(5)))
+        );
+        assert_eq!(next(&rx), ExecFrame::Close);
+        s.join();
+    }
+
+    #[test]
+    fn output_stops_at_the_granted_credit() {
+        let ctx = ExecContext {
+            env: vec![("PATH".into(), "/bin:/usr/bin".into())],
+            own_reaper: true,
+            ..Default::default()
+        };
+        let total = 3 * INITIAL_CREDIT as usize;
+        let (s, rx) = session(&ctx, &["head", "-c", &total.to_string(), "/dev/zero"]);
+        let mut got = 0usize;
+        let mut frames = 0;
+        loop {
+            match rx.recv_timeout(Duration::from_millis(500)) {
+                Ok(ExecFrame::Output(Output::Stdout, b)) => {
+                    got += b.len();
+                    frames += 1;
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        assert_eq!(got, INITIAL_CREDIT as usize, "sent beyond the credit");
+        assert!(frames > 1);
+        // Granting credit lets the rest through, then the exit.
+        s.deliver(ExecFrame::Window((total - got) as u32));
+        let mut exited = None;
+        while exited.is_none() {
+            match next(&rx) {
+                ExecFrame::Output(_, b) => got += b.len(),
+                ExecFrame::Message(ExecMessage::Exited(st)) => exited = Some(st),
+                _ => {}
+            }
+        }
+        assert_eq!(got, total);
+        assert_eq!(exited, Some(ExecStatus::Code(0)));
+        s.join();
+    }
+
+    #[test]
+    fn closing_the_stream_kills_the_group() {
+        let ctx = ExecContext {
+            env: vec![("PATH".into(), "/bin:/usr/bin".into())],
+            own_reaper: true,
+            ..Default::default()
+        };
+        let (s, rx) = session(&ctx, &["sleep", "60"]);
+        assert!(matches!(
+            next(&rx),
+            ExecFrame::Message(ExecMessage::Started { .. })
+        ));
+        let pid = s.pid();
+        let t = Instant::now();
+        s.deliver(ExecFrame::Close);
+        s.join();
+        assert!(t.elapsed() < Duration::from_secs(5));
+        // Reaped by now: probing the PID finds nothing.
+        // SAFETY: signal 0 only checks for existence.
+        assert_eq!(unsafe { libc::kill(pid, 0) }, -1);
+        assert!(rx.try_iter().all(|f| !matches!(f, ExecFrame::Output(..))));
+    }
 }
