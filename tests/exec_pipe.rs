@@ -304,3 +304,28 @@ fn unknown_or_stopped_worker_is_125_with_one_line() {
         assert!(err.starts_with("error: ") && err.contains(needle), "{err}");
     }
 }
+
+#[test]
+fn a_closed_local_stdout_ends_the_command() {
+    let w = worker!();
+    let mut child = w
+        .exec_cmd(&[WORKER, "--", "yes", "0123456789"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let mut buf = vec![0u8; 100_000];
+    out.read_exact(&mut buf).unwrap();
+    assert!(buf.starts_with(b"0123456789\n0123456789\n"));
+    drop(out);
+    let t = Instant::now();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(141));
+    assert!(t.elapsed() < Duration::from_secs(3));
+    assert!(
+        w.wait_until(Duration::from_secs(3), || w.processes(None).is_empty()),
+        "yes still runs inside"
+    );
+}

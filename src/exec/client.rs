@@ -8,7 +8,8 @@
 //!
 //! Ending: the command's exit code (128+N for signal N); 124 when `--timeout` expired and the
 //! command was killed; 130 after a second Ctrl-C within a second (SIGKILL); 128+N when the
-//! client itself gets SIGTERM/SIGHUP/SIGQUIT (the command is killed by closing the stream).
+//! client itself gets SIGTERM/SIGHUP/SIGQUIT, and 141 (SIGPIPE) when its stdout or stderr is a
+//! pipe nobody reads anymore (the command is killed by closing the stream in both cases).
 //! The local terminal and the stdio fd flags are restored on every path.
 
 use std::io::{ErrorKind, Read, Write};
@@ -180,7 +181,7 @@ impl Sink {
             match std::io::Error::last_os_error().kind() {
                 ErrorKind::WouldBlock => self.writable = false,
                 ErrorKind::Interrupted => {}
-                // EPIPE and friends: nobody reads anymore; keep the command going, drop output.
+                // EPIPE and friends: nobody reads anymore (see `event_loop`).
                 _ => self.broken = true,
             }
         }
@@ -404,6 +405,13 @@ impl Client {
             self.read_conn()?;
             self.pump_stdin()?;
             let written = self.outs[0].flush() + self.outs[1].flush();
+            if self.outs.iter().any(|o| o.broken) && self.forced.is_none() {
+                // Like a local program writing to a closed pipe: end as killed by SIGPIPE,
+                // and closing the stream ends the command too (`… -- cat big | head`).
+                self.send(ExecFrame::Close);
+                self.write_conn();
+                return Ok(128 + libc::SIGPIPE);
+            }
             if written > 0 && !self.closed {
                 self.send(ExecFrame::Window(written as u32));
             }
