@@ -23,8 +23,8 @@ use mio::{Events, Interest, Poll, Token};
 
 use super::terminal::{self, RawMode, WinSize};
 use crate::protocol::exec::{
-    code, encode, Decoder, ExecFrame, ExecMessage, ExecRequest, ExecStatus, Output, Side, TtySize,
-    INITIAL_CREDIT, MAX_CHUNK,
+    code, encode, Decoder, ExecFrame, ExecMessage, ExecRequest, ExecStatus, FrameRef, Output, Side,
+    TtySize, INITIAL_CREDIT, MAX_CHUNK,
 };
 use crate::{err, Error, Result};
 
@@ -104,6 +104,10 @@ const DOUBLE_CTRL_C: Duration = Duration::from_secs(1);
 /// After iii kills the command itself, how long to wait for the worker to confirm.
 const KILL_CONFIRM: Duration = Duration::from_secs(2);
 const CTRL_C: u8 = 3;
+/// Scratch buffer for reads (one credit's worth of frames per read at most).
+const READ_BUF: usize = 1 << 20;
+/// Grant output credit back in batches of at least this much while output is queued.
+const GRANT_BATCH: u64 = 256 << 10;
 
 /// Restores the stdio fds' file status flags (we set O_NONBLOCK on the pollable ones; the
 /// descriptions are shared with the parent shell).
@@ -159,23 +163,20 @@ struct Sink {
     writable: bool,
     buf: Vec<u8>,
     broken: bool,
+    /// Bytes written (or dropped when broken) since the last credit grant.
+    done: u64,
 }
 
 impl Sink {
-    /// Write what can be written now; returns the bytes written (or discarded when broken).
-    fn flush(&mut self) -> u64 {
-        let mut done = 0u64;
-        while !self.buf.is_empty() && (self.writable || !self.polled) {
-            if self.broken {
-                done += self.buf.len() as u64;
-                self.buf.clear();
-                break;
-            }
+    /// Write as much of `bytes` as the fd takes now; returns how much it took.
+    fn write_some(&mut self, bytes: &[u8]) -> usize {
+        let mut off = 0;
+        while off < bytes.len() && (self.writable || !self.polled) && !self.broken {
+            let rest = &bytes[off..];
             // SAFETY: writing from a valid buffer to an open fd.
-            let n = unsafe { libc::write(self.fd, self.buf.as_ptr().cast(), self.buf.len()) };
+            let n = unsafe { libc::write(self.fd, rest.as_ptr().cast(), rest.len()) };
             if n >= 0 {
-                self.buf.drain(..n as usize);
-                done += n as u64;
+                off += n as usize;
                 continue;
             }
             match std::io::Error::last_os_error().kind() {
@@ -185,7 +186,33 @@ impl Sink {
                 _ => self.broken = true,
             }
         }
-        done
+        if self.broken {
+            off = bytes.len();
+        }
+        self.done += off as u64;
+        off
+    }
+
+    /// New output: written at once when nothing is queued before it, else queued.
+    fn push(&mut self, bytes: &[u8]) {
+        let n = if self.buf.is_empty() {
+            self.write_some(bytes)
+        } else {
+            0
+        };
+        self.buf.extend_from_slice(&bytes[n..]);
+    }
+
+    /// Write what is queued, as far as the fd takes it now.
+    fn flush(&mut self) {
+        let buf = std::mem::take(&mut self.buf);
+        let n = self.write_some(&buf);
+        self.buf = buf;
+        self.buf.drain(..n);
+    }
+
+    fn take_done(&mut self) -> u64 {
+        std::mem::take(&mut self.done)
     }
 }
 
@@ -223,6 +250,7 @@ pub fn run(conn: UnixStream, req: ExecRequest, opts: Options) -> Result<i32> {
     }
     conn.set_nonblocking(true)
         .map_err(|e| err!("setting up the connection: {e}"))?;
+    crate::protocol::exec::widen_send_buffer(std::os::fd::AsFd::as_fd(&conn));
     let mut conn = mio::net::UnixStream::from_std(conn);
     poll.registry()
         .register(&mut conn, CONN, Interest::READABLE | Interest::WRITABLE)
@@ -245,6 +273,7 @@ pub fn run(conn: UnixStream, req: ExecRequest, opts: Options) -> Result<i32> {
         writable: false,
         buf: Vec::new(),
         broken: false,
+        done: 0,
     });
     for (i, token) in [STDOUT, STDERR].into_iter().enumerate() {
         let fd = outs[i].fd;
@@ -281,6 +310,8 @@ pub fn run(conn: UnixStream, req: ExecRequest, opts: Options) -> Result<i32> {
         failed: None,
         exited: None,
         closed: false,
+        read_buf: vec![0u8; READ_BUF],
+        ungranted: 0,
     };
     client.send(ExecFrame::Message(ExecMessage::Open(req)));
     let result = client.event_loop(&mut signals);
@@ -312,6 +343,10 @@ struct Client {
     failed: Option<(i32, String)>,
     exited: Option<ExecStatus>,
     closed: bool,
+    /// Scratch for reads from stdin and the connection.
+    read_buf: Vec<u8>,
+    /// Output bytes written locally and not yet granted back to the worker.
+    ungranted: u64,
 }
 
 impl Client {
@@ -404,7 +439,9 @@ impl Client {
             }
             self.read_conn()?;
             self.pump_stdin()?;
-            let written = self.outs[0].flush() + self.outs[1].flush();
+            self.outs[0].flush();
+            self.outs[1].flush();
+            let written = self.outs[0].take_done() + self.outs[1].take_done();
             if self.outs.iter().any(|o| o.broken) && self.forced.is_none() {
                 // Like a local program writing to a closed pipe: end as killed by SIGPIPE,
                 // and closing the stream ends the command too (`… -- cat big | head`).
@@ -412,8 +449,13 @@ impl Client {
                 self.write_conn();
                 return Ok(128 + libc::SIGPIPE);
             }
-            if written > 0 && !self.closed {
-                self.send(ExecFrame::Window(written as u32));
+            // Grant credit in batches (fewer frames for bulk output), and at once when the
+            // local buffers are empty so the worker never waits on a grant it could have.
+            self.ungranted += written;
+            let idle = self.outs.iter().all(|o| o.buf.is_empty());
+            if self.ungranted > 0 && !self.closed && (idle || self.ungranted >= GRANT_BATCH) {
+                self.send(ExecFrame::Window(self.ungranted as u32));
+                self.ungranted = 0;
             }
             self.write_conn();
             if let Some(code) = self.finished()? {
@@ -453,7 +495,13 @@ impl Client {
     }
 
     fn pump_stdin(&mut self) -> Result<()> {
-        let mut buf = [0u8; MAX_CHUNK];
+        let mut buf = std::mem::take(&mut self.read_buf);
+        let r = self.pump_stdin_with(&mut buf);
+        self.read_buf = buf;
+        r
+    }
+
+    fn pump_stdin_with(&mut self, buf: &mut [u8]) -> Result<()> {
         while self.stdin_ready && self.can_read_stdin() {
             let want = (self.stdin_credit as usize).min(MAX_CHUNK);
             // SAFETY: reading into a valid buffer of at least `want` bytes.
@@ -495,22 +543,29 @@ impl Client {
     }
 
     fn read_conn(&mut self) -> Result<()> {
-        let mut buf = [0u8; 64 << 10];
         while self.conn_readable && !self.conn_eof {
-            match self.conn.read(&mut buf) {
+            match self.decoder.read_from(&mut self.conn, READ_BUF) {
                 Ok(0) => self.conn_eof = true,
-                Ok(n) => self.decoder.feed(&buf[..n]),
+                Ok(_) => {}
                 Err(e) if e.kind() == ErrorKind::WouldBlock => self.conn_readable = false,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(_) => self.conn_eof = true,
             }
-            // Decode as we go so a fast worker's output does not pile up in the decoder.
-            while let Some(frame) = self
-                .decoder
-                .next_frame()
-                .map_err(|e| e.with_exit_code(code::III_FAILED))?
-            {
-                self.on_frame(frame);
+            // Decode as we go; output is written straight from the decoder's buffer when the
+            // local side keeps up, and queued (within the credit) when it does not.
+            loop {
+                let frame = self
+                    .decoder
+                    .next_ref()
+                    .map_err(|e| e.with_exit_code(code::III_FAILED))?;
+                match frame {
+                    None => break,
+                    Some(FrameRef::Output(which, bytes)) => {
+                        let i = if which == Output::Stdout { 0 } else { 1 };
+                        self.outs[i].push(bytes);
+                    }
+                    Some(FrameRef::Other(frame)) => self.on_frame(frame),
+                }
             }
             if self
                 .outs
@@ -526,8 +581,8 @@ impl Client {
 
     fn on_frame(&mut self, frame: ExecFrame) {
         match frame {
-            ExecFrame::Output(Output::Stdout, b) => self.outs[0].buf.extend_from_slice(&b),
-            ExecFrame::Output(Output::Stderr, b) => self.outs[1].buf.extend_from_slice(&b),
+            ExecFrame::Output(Output::Stdout, b) => self.outs[0].push(&b),
+            ExecFrame::Output(Output::Stderr, b) => self.outs[1].push(&b),
             ExecFrame::Window(n) => self.stdin_credit += n as u64,
             ExecFrame::Message(ExecMessage::Exited(st)) => self.exited = Some(st),
             ExecFrame::Message(ExecMessage::Failed { code, message }) => {

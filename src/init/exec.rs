@@ -24,8 +24,8 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::protocol::exec::{
-    code, encode, spawn_failure_code, Decoder, ExecFrame, ExecMessage, ExecRequest, ExecStatus,
-    Output, Side, TtySize, INITIAL_CREDIT, MAX_CHUNK,
+    code, encode, output_header, spawn_failure_code, Decoder, ExecFrame, ExecMessage, ExecRequest,
+    ExecStatus, Output, Side, TtySize, INITIAL_CREDIT, MAX_CHUNK, OUTPUT_HEADER_LEN,
 };
 
 /// Runs in the forked child before anything else (e.g. a test harness entering a root). It
@@ -58,8 +58,9 @@ impl Default for ExecContext {
     }
 }
 
-/// Where a session's frames for the host go; `false` means the host is gone.
-pub type Sink = Box<dyn FnMut(ExecFrame) -> bool + Send>;
+/// Where a session's frames for the host go, encoded (see `protocol::exec`); `false` means the
+/// host is gone.
+pub type Sink = Box<dyn FnMut(&[u8]) -> bool + Send>;
 
 /// Why a command did not start: the exit code (125/126/127) and a one-line reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,7 +110,12 @@ impl ExecSession {
                 let _ = waker.wake();
             });
         }
-        sink(ExecFrame::Message(ExecMessage::Started { pid: pid as u32 }));
+        let mut started = Vec::new();
+        encode(
+            &mut started,
+            &ExecFrame::Message(ExecMessage::Started { pid: pid as u32 }),
+        );
+        sink(&started);
         let pump = Pump::new(spawned, poll, rx, sink).map_err(setup_failure)?;
         let thread = std::thread::Builder::new()
             .name(format!("exec-{pid}"))
@@ -224,6 +230,8 @@ enum Stage {
     Chdir = 4,
     Exec = 5,
 }
+
+const PIPE_SIZE: libc::c_int = 1 << 20;
 
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -395,6 +403,12 @@ fn spawn(ctx: &ExecContext, req: &ExecRequest) -> Result<Spawned, StartFailure> 
             let (in_r, in_w) = pipe().map_err(io)?;
             let (out_r, out_w) = pipe().map_err(io)?;
             let (err_r, err_w) = pipe().map_err(io)?;
+            // Bigger pipes: fewer, larger reads and writes for bulk data (best effort; the
+            // limit is /proc/sys/fs/pipe-max-size).
+            for fd in [&in_w, &out_r] {
+                // SAFETY: F_SETPIPE_SZ on a pipe we own; failure leaves the default size.
+                unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_SIZE) };
+            }
             (in_w, Some(out_r), Some(err_r), [in_r, out_w, err_w])
         }
     };
@@ -617,6 +631,8 @@ struct Pump {
     exited: Option<ExecStatus>,
     drain_deadline: Option<Instant>,
     host_gone: bool,
+    /// Where frames are encoded; output is read straight into it after the header.
+    frame_buf: Vec<u8>,
 }
 
 fn set_nonblocking(fd: RawFd) -> std::io::Result<()> {
@@ -687,13 +703,21 @@ impl Pump {
             exited: None,
             drain_deadline: None,
             host_gone: false,
+            frame_buf: Vec::with_capacity(OUTPUT_HEADER_LEN + MAX_CHUNK),
         })
     }
 
     fn send(&mut self, frame: ExecFrame) {
-        if !self.host_gone && !(self.sink)(frame) {
+        if self.host_gone {
+            return;
+        }
+        let mut bytes = std::mem::take(&mut self.frame_buf);
+        bytes.clear();
+        encode(&mut bytes, &frame);
+        if !(self.sink)(&bytes) {
             self.host_lost();
         }
+        self.frame_buf = bytes;
     }
 
     /// The host closed the stream or vanished: kill the command's whole group.
@@ -831,7 +855,7 @@ impl Pump {
     }
 
     fn pump_outputs(&mut self) {
-        let mut buf = vec![0u8; MAX_CHUNK];
+        let mut buf = std::mem::take(&mut self.frame_buf);
         for i in 0..2 {
             let which = if i == 0 {
                 Output::Stdout
@@ -846,14 +870,26 @@ impl Pump {
                     break;
                 }
                 let want = (self.credit as usize).clamp(1, MAX_CHUNK);
-                // SAFETY: reading into a valid buffer of at least `want` bytes.
-                let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), want) };
+                buf.clear();
+                buf.resize(OUTPUT_HEADER_LEN + want, 0);
+                // SAFETY: reading into a valid buffer with `want` bytes after the header.
+                let n = unsafe {
+                    libc::read(
+                        fd.as_raw_fd(),
+                        buf[OUTPUT_HEADER_LEN..].as_mut_ptr().cast(),
+                        want,
+                    )
+                };
                 if n > 0 {
                     let n = n as usize;
                     if !self.host_gone {
                         // At most one byte beyond the credit, when data raced the check above.
                         self.credit = self.credit.saturating_sub(n as u64);
-                        self.send(ExecFrame::Output(which, buf[..n].to_vec()));
+                        buf.truncate(OUTPUT_HEADER_LEN + n);
+                        buf[..OUTPUT_HEADER_LEN].copy_from_slice(&output_header(which, n));
+                        if !(self.sink)(&buf) {
+                            self.host_lost();
+                        }
                     }
                     continue;
                 }
@@ -876,6 +912,7 @@ impl Pump {
                 }
             }
         }
+        self.frame_buf = buf;
     }
 
     /// Whether the session is over: the command exited and its output was sent (or the grace
@@ -907,6 +944,7 @@ pub fn serve_connection(conn: UnixStream, ctx: &ExecContext) {
         Ok(r) => r,
         Err(_) => return,
     };
+    crate::protocol::exec::widen_send_buffer(conn.as_fd());
     let mut writer = conn;
     let mut decoder = Decoder::new(Side::Server);
     let mut buf = vec![0u8; 64 << 10];
@@ -922,11 +960,9 @@ pub fn serve_connection(conn: UnixStream, ctx: &ExecContext) {
         }
     };
     let mut out = writer.try_clone().ok();
-    let sink: Sink = Box::new(move |frame| {
-        let Some(w) = out.as_mut() else { return false };
-        let mut bytes = Vec::with_capacity(64);
-        encode(&mut bytes, &frame);
-        w.write_all(&bytes).is_ok()
+    let sink: Sink = Box::new(move |bytes| match out.as_mut() {
+        Some(w) => w.write_all(bytes).is_ok(),
+        None => false,
     });
     let session = match ExecSession::start(ctx, &req, sink) {
         Ok(s) => s,
@@ -978,7 +1014,16 @@ mod tests {
 
     fn session(ctx: &ExecContext, args: &[&str]) -> (ExecSession, mpsc::Receiver<ExecFrame>) {
         let (tx, rx) = mpsc::channel();
-        let sink: Sink = Box::new(move |f| tx.send(f).is_ok());
+        let mut decoder = Decoder::new(Side::Client);
+        let sink: Sink = Box::new(move |bytes| {
+            decoder.feed(bytes);
+            while let Some(f) = decoder.next_frame().unwrap() {
+                if tx.send(f).is_err() {
+                    return false;
+                }
+            }
+            true
+        });
         let req = ExecRequest {
             args: args.iter().map(|s| s.to_string()).collect(),
             env: vec![],

@@ -14,9 +14,9 @@
 use serde::{Deserialize, Serialize};
 
 /// Bytes each direction of an exec stream may have in flight before credit comes back.
-pub const INITIAL_CREDIT: u32 = 256 << 10;
+pub const INITIAL_CREDIT: u32 = 1 << 20;
 /// Largest chunk of output or input carried in one frame.
-pub const MAX_CHUNK: usize = 32 << 10;
+pub const MAX_CHUNK: usize = 256 << 10;
 
 /// Run a command inside the worker.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -123,6 +123,24 @@ pub enum ExecMessage {
     Exited(ExecStatus),
 }
 
+/// Give a socket carrying an exec stream a send buffer that holds a whole credit window, so
+/// bulk data moves in few large writes instead of many wake-ups (best effort: the kernel caps
+/// it at `net.core.wmem_max`).
+pub fn widen_send_buffer(fd: std::os::fd::BorrowedFd<'_>) {
+    use std::os::fd::AsRawFd;
+    let size: libc::c_int = 2 * INITIAL_CREDIT as libc::c_int;
+    // SAFETY: SO_SNDBUF reads one int through a valid pointer of the given length.
+    unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            (&size as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+}
+
 /// One frame of an exec stream, decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ExecFrame {
@@ -192,6 +210,28 @@ pub fn encode(out: &mut Vec<u8>, frame: &ExecFrame) {
     }
 }
 
+/// Bytes before the payload of an output frame: the frame header and the stream tag.
+pub const OUTPUT_HEADER_LEN: usize = HEADER_LEN + 1;
+
+/// The header of an output frame carrying `len` bytes of `which`, for senders that read the
+/// payload straight into their frame buffer.
+pub fn output_header(which: Output, len: usize) -> [u8; OUTPUT_HEADER_LEN] {
+    let mut h = [0u8; OUTPUT_HEADER_LEN];
+    h[..4].copy_from_slice(&STREAM.to_le_bytes());
+    h[4] = KIND_DATA;
+    h[5..9].copy_from_slice(&((len + 1) as u32).to_le_bytes());
+    h[9] = which as u8;
+    h
+}
+
+/// A decoded frame that may borrow its payload from the decoder (output, the bulk of the
+/// traffic, is not copied out).
+#[derive(Debug, PartialEq, Eq)]
+pub enum FrameRef<'a> {
+    Output(Output, &'a [u8]),
+    Other(ExecFrame),
+}
+
 /// Incremental decoder: feed bytes as they arrive, take whole frames out.
 #[derive(Debug)]
 pub struct Decoder {
@@ -215,6 +255,42 @@ impl Decoder {
             self.start = 0;
         }
         self.buf.extend_from_slice(bytes);
+    }
+
+    /// Read once from `r` straight into the decoder's buffer (at most `max` bytes).
+    pub fn read_from(&mut self, r: &mut impl std::io::Read, max: usize) -> std::io::Result<usize> {
+        if self.start > 0 && self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        }
+        let old = self.buf.len();
+        self.buf.resize(old + max, 0);
+        let got = r.read(&mut self.buf[old..]);
+        self.buf.truncate(old + *got.as_ref().unwrap_or(&0));
+        got
+    }
+
+    /// The next whole frame, borrowing output payloads; `Ok(None)` when more bytes are needed.
+    pub fn next_ref(&mut self) -> crate::Result<Option<FrameRef<'_>>> {
+        let avail = &self.buf[self.start..];
+        if self.side == Side::Client && avail.len() >= HEADER_LEN && avail[4] == KIND_DATA {
+            let len = u32::from_le_bytes(avail[5..9].try_into().expect("4 bytes")) as usize;
+            if len > MAX_PAYLOAD {
+                return Err(crate::err!(
+                    "exec stream: frame of {len} bytes is too large"
+                ));
+            }
+            if avail.len() >= HEADER_LEN + len {
+                let which = avail
+                    .get(HEADER_LEN)
+                    .and_then(|b| Output::from_u8(*b))
+                    .ok_or_else(|| crate::err!("exec stream: output frame without a stream tag"))?;
+                let from = self.start + HEADER_LEN + 1;
+                self.start += HEADER_LEN + len;
+                return Ok(Some(FrameRef::Output(which, &self.buf[from..self.start])));
+            }
+        }
+        Ok(self.next_frame()?.map(FrameRef::Other))
     }
 
     /// The next whole frame; `Ok(None)` when more bytes are needed; `Err` on a corrupt stream.
