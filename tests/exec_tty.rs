@@ -28,6 +28,8 @@ macro_rules! worker {
 struct Term {
     master: std::fs::File,
     slave: OwnedFd,
+    /// The slave's settings before iii started on it.
+    initial: libc::termios,
     output: Arc<Mutex<Vec<u8>>>,
     child: Child,
 }
@@ -68,6 +70,7 @@ impl Term {
         // SAFETY: both fds are fresh and ours.
         let (master, slave) = unsafe { (OwnedFd::from_raw_fd(m), OwnedFd::from_raw_fd(s)) };
         set_size(master.as_raw_fd(), rows, cols);
+        let initial = termios(slave.as_raw_fd());
         let mut cmd = w.exec_cmd(args);
         cmd.stdin(Stdio::from(slave.try_clone().unwrap()))
             .stdout(Stdio::from(slave.try_clone().unwrap()))
@@ -98,6 +101,7 @@ impl Term {
         Term {
             master,
             slave,
+            initial,
             output,
             child,
         }
@@ -152,11 +156,11 @@ fn tty_is_a_pts_and_has_the_local_size() {
     let w = worker!();
     let mut t = Term::start(&w, &[WORKER, "--", "tty"], 37, 123);
     assert_eq!(t.wait(), 0, "{}", t.text());
-    assert!(t.text().contains("/dev/pts/"), "{:?}", t.text());
+    t.wait_for("/dev/pts/");
 
     let mut t = Term::start(&w, &[WORKER, "--", "stty", "size"], 37, 123);
     assert_eq!(t.wait(), 0, "{}", t.text());
-    assert!(t.text().contains("37 123"), "{:?}", t.text());
+    t.wait_for("37 123");
 
     // The command has its own session with the pty as controlling terminal.
     let mut t = Term::start(
@@ -166,7 +170,7 @@ fn tty_is_a_pts_and_has_the_local_size() {
         80,
     );
     assert_eq!(t.wait(), 0, "{}", t.text());
-    assert!(t.text().contains("leader"), "{:?}", t.text());
+    t.wait_for("leader");
 }
 
 #[test]
@@ -184,7 +188,7 @@ fn a_resize_reaches_the_command() {
     std::thread::sleep(Duration::from_millis(300));
     t.type_bytes(b"\r");
     assert_eq!(t.wait(), 0, "{}", t.text());
-    assert!(t.text().contains("50 150"), "{:?}", t.text());
+    t.wait_for("50 150");
 }
 
 #[test]
@@ -241,7 +245,7 @@ fn the_local_terminal_mode_is_restored() {
         24,
         80,
     );
-    let before = termios(t.slave.as_raw_fd());
+    let before = t.initial;
     t.wait_for("go");
     // While the exec runs, the local terminal is raw.
     let during = termios(t.slave.as_raw_fd());
@@ -266,7 +270,7 @@ fn the_local_terminal_mode_is_restored() {
         24,
         80,
     );
-    let before = termios(t.slave.as_raw_fd());
+    let before = t.initial;
     t.wait_for("go");
     // SAFETY: signalling our own child by PID.
     unsafe { libc::kill(t.child.id() as i32, libc::SIGTERM) };
@@ -286,7 +290,7 @@ fn forced_and_disabled_tty() {
     // --no-tty in a terminal: pipes.
     let mut t = Term::start(&w, &[WORKER, "--no-tty", "--", "tty"], 24, 80);
     assert_eq!(t.wait(), 1, "{}", t.text());
-    assert!(t.text().contains("not a tty"), "{:?}", t.text());
+    t.wait_for("not a tty");
     let out = w.exec(&[WORKER, "-t", "--no-tty", "--", "true"], b"");
     assert_eq!(out.status.code(), Some(2));
 }

@@ -109,6 +109,24 @@ const READ_BUF: usize = 1 << 20;
 /// Grant output credit back in batches of at least this much while output is queued.
 const GRANT_BATCH: u64 = 256 << 10;
 
+/// Ctrl-C presses: the first interrupts; a second within [`DOUBLE_CTRL_C`] of it escalates;
+/// after an escalation (or a pause) the next press is a first one again.
+#[derive(Debug, Default)]
+struct CtrlC {
+    last: Option<Instant>,
+}
+
+impl CtrlC {
+    /// Record a press at `now`; `true` when it is the second within the window (kill).
+    fn press(&mut self, now: Instant) -> bool {
+        let again = self
+            .last
+            .is_some_and(|t| now.saturating_duration_since(t) <= DOUBLE_CTRL_C);
+        self.last = if again { None } else { Some(now) };
+        again
+    }
+}
+
 /// Restores the stdio fds' file status flags (we set O_NONBLOCK on the pollable ones; the
 /// descriptions are shared with the parent shell).
 struct FlagsGuard {
@@ -303,7 +321,7 @@ pub fn run(conn: UnixStream, req: ExecRequest, opts: Options) -> Result<i32> {
         stdin_credit: INITIAL_CREDIT as u64,
         outs,
         tty,
-        last_ctrl_c: None,
+        ctrl_c: CtrlC::default(),
         deadline: opts.timeout.map(|t| Instant::now() + t),
         forced: None,
         kill_deadline: None,
@@ -335,7 +353,7 @@ struct Client {
     stdin_credit: u64,
     outs: [Sink; 2],
     tty: bool,
-    last_ctrl_c: Option<Instant>,
+    ctrl_c: CtrlC,
     deadline: Option<Instant>,
     /// iii killed the command and exits with this code (124 timeout, 130 Ctrl-C twice).
     forced: Option<i32>,
@@ -366,15 +384,9 @@ impl Client {
 
     /// A Ctrl-C: a second one within a second kills the command (exit 130).
     fn ctrl_c(&mut self) -> bool {
-        let now = Instant::now();
-        let again = self
-            .last_ctrl_c
-            .is_some_and(|t| now.duration_since(t) <= DOUBLE_CTRL_C);
+        let again = self.ctrl_c.press(Instant::now());
         if again {
-            self.last_ctrl_c = None;
             self.kill(code::INTERRUPTED);
-        } else {
-            self.last_ctrl_c = Some(now);
         }
         again
     }
@@ -637,5 +649,22 @@ impl Client {
 
     fn conn_eof_without_exit(&self) -> bool {
         self.conn_eof && self.exited.is_none() && self.failed.is_none()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ctrl_c_escalates_only_within_a_second() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut c = CtrlC::default();
+        assert!(!c.press(t0), "first: SIGINT");
+        assert!(c.press(t0 + ms(900)), "second within 1 s: kill");
+        assert!(!c.press(t0 + ms(1000)), "after a kill, a first again");
+        assert!(!c.press(t0 + ms(2500)), "1.5 s later: a single press again");
+        assert!(c.press(t0 + ms(3400)));
     }
 }

@@ -46,6 +46,18 @@ pub struct ExecContext {
     pub enter: Option<EnterHook>,
 }
 
+impl ExecContext {
+    /// Execs into a worker: its environment and user, the sandbox's `/dev/ptmx`, and init's
+    /// reaper reporting exits through [`child_exited`].
+    pub fn for_worker(env: Vec<(String, String)>, uid: u32, gid: u32, groups: Vec<u32>) -> Self {
+        ExecContext {
+            env,
+            user: Some((uid, gid, groups)),
+            ..Default::default()
+        }
+    }
+}
+
 impl Default for ExecContext {
     fn default() -> Self {
         ExecContext {
@@ -170,15 +182,15 @@ fn lock_registry() -> std::sync::MutexGuard<'static, Registry> {
     REGISTRY.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// For init's reaper (PID 1 reaps every child): hand the `waitpid` status of `pid` to its
-/// exec session. Returns whether `pid` was an exec command.
-pub fn child_exited(pid: i32, wait_status: i32) -> bool {
+/// For init's reaper (PID 1 reaps every child): hand how `pid` ended to its exec session.
+/// Returns whether `pid` was an exec command.
+pub fn child_exited(pid: i32, status: ExecStatus) -> bool {
     let mut r = lock_registry();
     let Some(i) = r.iter().position(|(p, _, _)| *p == pid) else {
         return false;
     };
     let (_, tx, waker) = r.swap_remove(i);
-    let _ = tx.send(Event::Exited(ExecStatus::from_wait_status(wait_status)));
+    let _ = tx.send(Event::Exited(status));
     let _ = waker.wake();
     true
 }
@@ -936,6 +948,16 @@ impl Pump {
 // ---------------------------------------------------------------------------------------------
 // A whole connection
 
+/// Serve an exec stream on a new thread; returns the other end of the byte stream, for the
+/// owner to attach to the control channel's multiplexer (`OpenRequest::Exec`).
+pub fn serve_stream(ctx: ExecContext) -> std::io::Result<UnixStream> {
+    let (ours, theirs) = UnixStream::pair()?;
+    std::thread::Builder::new()
+        .name("exec".into())
+        .spawn(move || serve_connection(ours, &ctx))?;
+    Ok(theirs)
+}
+
 /// Serve one exec connection that carries one exec stream: read the `Open`, run the command,
 /// pump frames both ways until it ends. Used where the exec server owns the byte stream
 /// itself (no multiplexer in between).
@@ -1053,6 +1075,7 @@ mod tests {
         let mut status = 0;
         // SAFETY: waiting for our own child by PID.
         assert_eq!(unsafe { libc::waitpid(s.pid(), &mut status, 0) }, s.pid());
+        let status = ExecStatus::from_wait_status(status);
         assert!(child_exited(s.pid(), status));
         assert!(!child_exited(s.pid(), status), "handed over once");
         assert_eq!(
@@ -1122,5 +1145,46 @@ mod tests {
         // SAFETY: signal 0 only checks for existence.
         assert_eq!(unsafe { libc::kill(pid, 0) }, -1);
         assert!(rx.try_iter().all(|f| !matches!(f, ExecFrame::Output(..))));
+    }
+
+    #[test]
+    fn a_stream_served_on_a_socket_pair_runs_the_command() {
+        let ctx = ExecContext {
+            env: vec![("PATH".into(), "/bin:/usr/bin".into())],
+            own_reaper: true,
+            ..Default::default()
+        };
+        let mut host = serve_stream(ctx).unwrap();
+        let mut wire = Vec::new();
+        let req = ExecRequest {
+            args: vec!["sh".into(), "-c".into(), "cat; echo err >&2; exit 3".into()],
+            env: vec![],
+            cwd: "/".into(),
+            tty: None,
+        };
+        encode(&mut wire, &ExecFrame::Message(ExecMessage::Open(req)));
+        encode(&mut wire, &ExecFrame::Stdin(b"in\0put".to_vec()));
+        encode(&mut wire, &ExecFrame::StdinEof);
+        host.write_all(&wire).unwrap();
+        let mut d = Decoder::new(Side::Client);
+        let (mut out, mut err, mut exit) = (Vec::new(), Vec::new(), None);
+        let mut buf = [0u8; 4096];
+        'read: loop {
+            let n = host.read(&mut buf).unwrap();
+            assert!(n > 0, "stream ended early");
+            d.feed(&buf[..n]);
+            while let Some(f) = d.next_frame().unwrap() {
+                match f {
+                    ExecFrame::Output(Output::Stdout, b) => out.extend(b),
+                    ExecFrame::Output(Output::Stderr, b) => err.extend(b),
+                    ExecFrame::Message(ExecMessage::Exited(st)) => exit = Some(st),
+                    ExecFrame::Close => break 'read,
+                    _ => {}
+                }
+            }
+        }
+        assert_eq!(out, b"in\0put");
+        assert_eq!(err, b"err\n");
+        assert_eq!(exit, Some(ExecStatus::Code(3)));
     }
 }
