@@ -1,2 +1,3 @@
 //! OCI images: references, the registry client, manifests, the content-addressed store and
 //! layer unpacking.
+pub mod unpack;
