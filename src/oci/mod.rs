@@ -1,2 +1,6 @@
 //! OCI images: references, the registry client, manifests, the content-addressed store and
 //! layer unpacking.
+
+pub mod digest;
+pub mod manifest;
+pub mod reference;
