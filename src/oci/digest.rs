@@ -86,6 +86,7 @@ pub struct VerifyingReader<R> {
     expected: Digest,
     expected_size: u64,
     verified: bool,
+    failure: Option<String>,
 }
 
 impl<R: Read> VerifyingReader<R> {
@@ -97,6 +98,7 @@ impl<R: Read> VerifyingReader<R> {
             expected,
             expected_size,
             verified: false,
+            failure: None,
         }
     }
 
@@ -108,6 +110,17 @@ impl<R: Read> VerifyingReader<R> {
     /// Whether EOF was reached with the right size and digest.
     pub fn verified(&self) -> bool {
         self.verified
+    }
+
+    /// The size or digest failure this reader reported, if any: a consumer may wrap the
+    /// I/O error in its own words, and callers want this exact one.
+    pub fn failure(&self) -> Option<&str> {
+        self.failure.as_deref()
+    }
+
+    fn fail(&mut self, kind: io::ErrorKind, msg: String) -> io::Error {
+        self.failure = Some(msg.clone());
+        io::Error::new(kind, msg)
     }
 
     /// Read to the end (discarding) so the digest is checked even when the consumer stopped
@@ -131,36 +144,30 @@ impl<R: Read> Read for VerifyingReader<R> {
         let n = self.inner.read(buf)?;
         if n == 0 {
             if self.seen != self.expected_size {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    format!(
-                        "blob {} is truncated: got {} of {} bytes",
-                        self.expected, self.seen, self.expected_size
-                    ),
-                ));
+                let msg = format!(
+                    "blob {} is truncated: got {} of {} bytes",
+                    self.expected, self.seen, self.expected_size
+                );
+                return Err(self.fail(io::ErrorKind::UnexpectedEof, msg));
             }
             let got = Digest::from_hasher(std::mem::take(&mut self.hasher));
             if got != self.expected {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!(
-                        "digest mismatch: expected {} but the data hashes to {got}",
-                        self.expected
-                    ),
-                ));
+                let msg = format!(
+                    "digest mismatch: expected {} but the data hashes to {got}",
+                    self.expected
+                );
+                return Err(self.fail(io::ErrorKind::InvalidData, msg));
             }
             self.verified = true;
             return Ok(0);
         }
         self.seen += n as u64;
         if self.seen > self.expected_size {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!(
-                    "blob {} is larger than the {} bytes its manifest declares",
-                    self.expected, self.expected_size
-                ),
-            ));
+            let msg = format!(
+                "blob {} is larger than the {} bytes its manifest declares",
+                self.expected, self.expected_size
+            );
+            return Err(self.fail(io::ErrorKind::InvalidData, msg));
         }
         self.hasher.update(&buf[..n]);
         Ok(n)

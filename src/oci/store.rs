@@ -224,6 +224,11 @@ impl<R: Read> TeeBlob<R> {
         self.reader.position()
     }
 
+    /// The verification failure seen so far (digest or size), if any.
+    pub fn failure(&self) -> Option<&str> {
+        self.reader.failure()
+    }
+
     /// Read whatever the consumer left, then give the verified blob its final name.
     pub fn commit(mut self) -> Result<PathBuf> {
         let mut buf = vec![0u8; 64 * 1024];
