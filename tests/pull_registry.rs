@@ -9,33 +9,8 @@ use std::collections::BTreeMap;
 use iii::oci::{pull, NoProgress, Store};
 use support::image::*;
 use support::registry::{Auth, Registry};
-use support::tree::{assert_tree, file_node, inode, Node};
+use support::tree::{assert_tree, busybox_tree, file_node, inode, Node};
 use support::TempDir;
-
-fn busybox_tree() -> BTreeMap<String, Node> {
-    let busybox = std::fs::read("/bin/busybox").unwrap();
-    let mut t = BTreeMap::new();
-    for d in ["bin", "etc", "tmp"] {
-        t.insert(d.to_string(), Node::Dir);
-    }
-    t.insert("bin/busybox".into(), file_node(&busybox, 0o755, 0));
-    for a in BUSYBOX_APPLETS {
-        t.insert(format!("bin/{a}"), Node::Symlink("busybox".into()));
-    }
-    t.insert(
-        "etc/passwd".into(),
-        file_node(
-            b"root:x:0:0:root:/root:/bin/sh\nworker:x:1000:1000:worker:/home/worker:/bin/sh\n",
-            0o644,
-            0,
-        ),
-    );
-    t.insert(
-        "etc/group".into(),
-        file_node(b"root:x:0:\nworker:x:1000:\n", 0o644, 0),
-    );
-    t
-}
 
 #[test]
 fn single_layer_busybox() {

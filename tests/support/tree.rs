@@ -91,3 +91,29 @@ pub fn assert_tree(root: &Path, expected: &BTreeMap<String, Node>) {
 pub fn inode(root: &Path, rel: &str) -> u64 {
     std::fs::symlink_metadata(root.join(rel)).unwrap().ino()
 }
+
+/// The exact tree of [`super::image::busybox_image`].
+pub fn busybox_tree() -> BTreeMap<String, Node> {
+    let busybox = std::fs::read("/bin/busybox").unwrap();
+    let mut t = BTreeMap::new();
+    for d in ["bin", "etc", "tmp"] {
+        t.insert(d.to_string(), Node::Dir);
+    }
+    t.insert("bin/busybox".into(), file_node(&busybox, 0o755, 0));
+    for a in super::image::BUSYBOX_APPLETS {
+        t.insert(format!("bin/{a}"), Node::Symlink("busybox".into()));
+    }
+    t.insert(
+        "etc/passwd".into(),
+        file_node(
+            b"root:x:0:0:root:/root:/bin/sh\nworker:x:1000:1000:worker:/home/worker:/bin/sh\n",
+            0o644,
+            0,
+        ),
+    );
+    t.insert(
+        "etc/group".into(),
+        file_node(b"root:x:0:\nworker:x:1000:\n", 0o644, 0),
+    );
+    t
+}
