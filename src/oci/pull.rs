@@ -226,7 +226,10 @@ fn apply_layers(
                     };
                     let mut tee = store.tee_blob(counted, &l.digest, l.size)?;
                     if let Err(e) = extract(&mut tee, rootfs, &opts) {
-                        // Prefer the verification failure: it names both digests.
+                        // Corrupt data usually breaks decompression before the digest
+                        // can be checked: read the rest to tell a bad download (reported
+                        // with both digests) from a genuinely broken layer.
+                        let _ = tee.drain();
                         return Err(match tee.failure() {
                             Some(f) => err!("{}: {f}", what()),
                             None => err!("{}: {}", what(), e.message()),

@@ -229,17 +229,17 @@ impl<R: Read> TeeBlob<R> {
         self.reader.failure()
     }
 
+    /// Read the rest of the blob (what the consumer did not), verifying it.
+    pub fn drain(&mut self) -> io::Result<()> {
+        let mut buf = vec![0u8; 64 * 1024];
+        while self.read(&mut buf)? != 0 {}
+        Ok(())
+    }
+
     /// Read whatever the consumer left, then give the verified blob its final name.
     pub fn commit(mut self) -> Result<PathBuf> {
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            let n = self
-                .read(&mut buf)
-                .map_err(|e| err!("blob {}: {e}", self.digest))?;
-            if n == 0 {
-                break;
-            }
-        }
+        self.drain()
+            .map_err(|e| err!("blob {}: {e}", self.digest))?;
         if !self.reader.verified() {
             return Err(err!("blob {} ended without being verified", self.digest));
         }
