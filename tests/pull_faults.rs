@@ -204,3 +204,105 @@ fn iii_shorthand_is_refused_before_any_network() {
         assert!(e.contains("not supported yet") && e.contains(image), "{e}");
     }
 }
+
+/// Bytes that do not compress (a xorshift stream), so a slow layer stays slow.
+fn noise(len: usize) -> Vec<u8> {
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+const KILL_CHILD_ENV: &str = "III_TEST_KILL9_CHILD_IMAGE";
+
+/// kill -9 in the middle of a pull (layer half streamed, tree half extracted), then pull
+/// again: it succeeds with the right tree and nothing of the dead pull remains.
+///
+/// The test re-runs its own binary (filtered to this test) as the process to kill; in that
+/// child, the variable KILL_CHILD_ENV names the image and store to pull into.
+#[test]
+fn pull_survives_sigkill_mid_layer() {
+    if let Ok(image) = std::env::var(KILL_CHILD_ENV) {
+        let home = std::env::var("III_TEST_KILL9_CHILD_HOME").unwrap();
+        let store = Store::open(std::path::Path::new(&home)).unwrap();
+        let r = pull(&image, &store, &mut NoProgress);
+        panic!("the child should have been killed, but its pull ended: {r:?}");
+    }
+    let data = noise(3 << 20);
+    let img = Image::new(
+        Format::Oci,
+        vec![Layer::new(
+            Comp::Gzip,
+            vec![
+                dir("n"),
+                file("n/1", &data[..1 << 20]),
+                file("n/2", &data[1 << 20..]),
+            ],
+        )],
+    );
+    let built = img.build();
+    let fake = FakeRegistry::start();
+    fake.serve(&built, "t");
+    fake.fault(&built.layer_digests[0], Fault::Slow);
+    let image = format!("{}/slow/app:t", fake.host);
+    let home = TempDir::new("home");
+    let store = Store::open(home.path()).unwrap();
+
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "pull_survives_sigkill_mid_layer", "--nocapture"])
+        .env(KILL_CHILD_ENV, &image)
+        .env("III_TEST_KILL9_CHILD_HOME", home.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until the child has streamed part of the layer and extracted part of the tree.
+    let staging = home.path().join(format!(
+        "images/sha256/.tmp-{}",
+        built.manifest_digest.hex()
+    ));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !staging.join("rootfs/n/1").exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "child never started extracting"
+        );
+        assert!(child.try_wait().unwrap().is_none(), "child exited early");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    child.kill().unwrap(); // SIGKILL, to this PID only
+    child.wait().unwrap();
+    let temp_blobs = |home: &std::path::Path| -> Vec<String> {
+        std::fs::read_dir(home.join("blobs/sha256"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".tmp"))
+            .collect()
+    };
+    assert!(
+        !temp_blobs(home.path()).is_empty(),
+        "the kill left a partial blob to clean"
+    );
+    assert!(store.lookup(&image).unwrap().is_none());
+    assert!(store.installed(&built.manifest_digest).unwrap().is_none());
+
+    let expected = BTreeMap::from([
+        ("n".into(), Node::Dir),
+        ("n/1".into(), file_node(&data[..1 << 20], 0o644, 0)),
+        ("n/2".into(), file_node(&data[1 << 20..], 0o644, 0)),
+    ]);
+    fake.clear_fault(&built.layer_digests[0]);
+    let installed = pull(&image, &store, &mut NoProgress).unwrap();
+    assert_tree(&installed.rootfs, &expected);
+    assert!(
+        temp_blobs(home.path()).is_empty(),
+        "dead pull's temporaries swept"
+    );
+    assert!(!staging.exists(), "dead pull's staging replaced");
+}

@@ -23,6 +23,8 @@ pub enum Fault {
     DropOnce { at: usize },
     /// The first request gets HTTP 500; later ones are fine.
     ServerErrorOnce,
+    /// Every response trickles out at about 400 KiB/s (8 KiB per 20 ms).
+    Slow,
 }
 
 #[derive(Default)]
@@ -86,6 +88,14 @@ impl FakeRegistry {
             .unwrap()
             .faults
             .insert(digest.to_string(), f);
+    }
+
+    pub fn clear_fault(&self, digest: &Digest) {
+        self.state
+            .lock()
+            .unwrap()
+            .faults
+            .remove(&digest.to_string());
     }
 
     /// Every request so far, as `METHOD PATH`.
@@ -204,7 +214,14 @@ fn handle(conn: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
     head.push_str("\r\n");
     conn.write_all(head.as_bytes())?;
     let end = cut.map_or(body.len(), |c| c.max(from));
-    conn.write_all(&body[from..end])?;
+    if fault == Some(Fault::Slow) {
+        for chunk in body[from..end].chunks(8192) {
+            conn.write_all(chunk)?;
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    } else {
+        conn.write_all(&body[from..end])?;
+    }
     conn.flush()?;
     // Closing here with bytes still owed is the "dropped connection".
     let _ = conn.shutdown(std::net::Shutdown::Both);
