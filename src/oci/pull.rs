@@ -295,11 +295,84 @@ fn download(
 }
 
 /// Decompress (by magic bytes: registries mislabel media types) and apply one layer.
-fn extract(blob: impl Read, rootfs: &Path, opts: &UnpackOptions) -> Result<()> {
-    let mut buffered = BufReader::with_capacity(256 * 1024, blob);
-    let head = buffered.fill_buf().context("reading layer")?;
-    let compression = Compression::sniff(head);
-    let tar = unpack::decompress(buffered, compression)?;
-    unpack::apply_layer(tar, rootfs, opts)?;
-    Ok(())
+///
+/// Two stages, like `tar -xzf` with its gzip child: this thread reads the blob (network,
+/// hash, store) and decompresses it; a second thread parses the tar and writes files. They
+/// meet in a bounded channel of decompressed chunks.
+fn extract(blob: impl Read + Send, rootfs: &Path, opts: &UnpackOptions) -> Result<()> {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<io::Result<Vec<u8>>>(PIPELINE_CHUNKS);
+    std::thread::scope(|s| {
+        let writer = s.spawn(move || {
+            let tar = ChannelReader {
+                rx,
+                chunk: Vec::new(),
+                pos: 0,
+            };
+            unpack::apply_layer(tar, rootfs, opts)
+        });
+        let produced = (|| -> Result<()> {
+            let mut buffered = BufReader::with_capacity(256 * 1024, blob);
+            let head = buffered.fill_buf().context("reading layer")?;
+            let compression = Compression::sniff(head);
+            let mut plain = unpack::decompress(buffered, compression)?;
+            loop {
+                let mut chunk = vec![0u8; PIPELINE_CHUNK_BYTES];
+                match plain.read(&mut chunk) {
+                    Ok(0) => return Ok(()),
+                    Ok(n) => {
+                        chunk.truncate(n);
+                        if tx.send(Ok(chunk)).is_err() {
+                            // The extractor stopped (its error is reported below).
+                            return Ok(());
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        let msg = e.to_string();
+                        let _ = tx.send(Err(e));
+                        return Err(err!("reading layer: {msg}"));
+                    }
+                }
+            }
+        })();
+        // Closing the channel is the end of the tar stream for the extractor.
+        drop(tx);
+        let applied = writer
+            .join()
+            .unwrap_or_else(|_| Err(err!("layer extraction thread panicked")));
+        // A read/decompression failure explains an extractor failure, not the reverse.
+        produced?;
+        applied.map(|_| ())
+    })
+}
+
+/// Decompressed chunks in flight between the two stages of [`extract`].
+const PIPELINE_CHUNKS: usize = 16;
+const PIPELINE_CHUNK_BYTES: usize = 256 * 1024;
+
+/// The extractor's view of the channel: a plain `Read`.
+struct ChannelReader {
+    rx: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
+    chunk: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.chunk.len() {
+            match self.rx.recv() {
+                Ok(Ok(c)) => {
+                    self.chunk = c;
+                    self.pos = 0;
+                }
+                Ok(Err(e)) => return Err(e),
+                // Sender gone: end of stream.
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.chunk.len() - self.pos);
+        buf[..n].copy_from_slice(&self.chunk[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
 }
