@@ -92,5 +92,11 @@ void *memcpy(void *d, const void *s, u64 n) {
     while (n--) *p++ = *q++;
     return d;
 }
+int memcmp(const void *a, const void *b, u64 n) {
+    const u8 *p = a, *q = b;
+    for (; n; n--, p++, q++)
+        if (*p != *q) return *p - *q;
+    return 0;
+}
 
 #endif
