@@ -115,3 +115,27 @@ fn boot_params_carry_e820_and_initramfs() {
          initramfs 28 bytes: INITRAMFS-CONTENT-0123456789\n"
     );
 }
+
+#[test]
+fn bzimage_is_loaded_with_its_setup_header_and_entered_at_0x200() {
+    require_kvm!();
+    let dir = TempDir::new("vm-bz");
+    let kernel = vm_support::build_bzimage_guest("basic", dir.path());
+    let out = Capture::default();
+    let vm = Vm::build(config(kernel.clone(), "hdr", &out)).unwrap();
+    assert_eq!(vm.boot_setup().entry, 0x20_0200);
+    let (r, _) = run_with_watchdog(vm, 20);
+    assert_eq!(r.unwrap(), VmExit::Exited(7), "serial: {}", out.text());
+    assert_eq!(out.text(), "hdr HdrS ver 20f loader ff entry 200200\n");
+
+    // The same image with the cmdline-driven hello path, and a cmdline too long for it.
+    let out = Capture::default();
+    let vm = Vm::build(config(kernel.clone(), "hello", &out)).unwrap();
+    assert_eq!(run_with_watchdog(vm, 20).0.unwrap(), VmExit::Exited(42));
+    assert_eq!(out.text(), "hello from the guest\ncmdline: hello\n");
+    let e = Vm::build(config(kernel, &"x".repeat(3000), &out))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("command line is 3000 bytes"), "{e}");
+}

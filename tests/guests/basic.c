@@ -5,7 +5,8 @@
  *   hang       halt with interrupts off forever (the host must stop it)
  *   smp        every vCPU marks its own flag and prints; vCPU 0 waits for N=smp-count and
  *              exits with the bitmask of vCPUs seen
- *   e820       print the e820 map from boot_params and exit with the entry count */
+ *   e820       print the e820 map from boot_params and exit with the entry count
+ *   hdr        print the setup header fields the loader put in boot_params, exit 7 */
 #include "guest.h"
 
 static volatile u32 flags[16];
@@ -69,6 +70,18 @@ ENTRY void _start(u64 cpu, u64 bp) {
             puts("\n");
         }
         guest_exit(n);
+    }
+    if (has_word(cmd, "hdr")) {
+        puts("hdr ");
+        for (int i = 0; i < 4; i++) putc(*(char *)(bp + 0x202 + i));
+        puts(" ver ");
+        puthex(*(u16 *)(bp + 0x206));
+        puts(" loader ");
+        puthex(*(u8 *)(bp + 0x210));
+        puts(" entry ");
+        puthex((u64)&_start);
+        puts("\n");
+        guest_exit(7);
     }
     puts("hello from the guest\ncmdline: ");
     puts(cmd);

@@ -72,8 +72,13 @@ pub fn guests_dir() -> PathBuf {
 
 /// Compile `tests/guests/<name>.c` into a freestanding x86_64 ELF in `dir`.
 pub fn build_guest(name: &str, dir: &Path) -> PathBuf {
+    build_guest_linked(name, "guest.ld", dir)
+}
+
+/// As [`build_guest`], with another linker script from `tests/guests`.
+pub fn build_guest_linked(name: &str, script: &str, dir: &Path) -> PathBuf {
     let src = guests_dir().join(format!("{name}.c"));
-    let out = dir.join(format!("{name}.elf"));
+    let out = dir.join(format!("{name}-{script}.elf"));
     let o = Command::new("gcc")
         .args([
             "-O2",
@@ -89,10 +94,7 @@ pub fn build_guest(name: &str, dir: &Path) -> PathBuf {
             "-mgeneral-regs-only",
             "-Wl,--build-id=none",
         ])
-        .arg(format!(
-            "-Wl,-T,{}",
-            guests_dir().join("guest.ld").display()
-        ))
+        .arg(format!("-Wl,-T,{}", guests_dir().join(script).display()))
         .arg("-o")
         .arg(&out)
         .arg(&src)
@@ -151,4 +153,30 @@ pub fn fds_and_threads() -> (usize, usize) {
     let fds = std::fs::read_dir("/proc/self/fd").unwrap().count();
     let tasks = std::fs::read_dir("/proc/self/task").unwrap().count();
     (fds, tasks)
+}
+
+/// A synthetic bzImage whose protected-mode code is `tests/guests/<name>.c` (64-bit entry at
+/// offset 0x200), to exercise the bzImage loader with a guest that runs here.
+pub fn build_bzimage_guest(name: &str, dir: &Path) -> PathBuf {
+    let elf = build_guest_linked(name, "bzimage.ld", dir);
+    let bin = dir.join(format!("{name}.bin"));
+    let o = Command::new("objcopy")
+        .args(["-O", "binary"])
+        .arg(&elf)
+        .arg(&bin)
+        .output()
+        .expect("running objcopy");
+    assert!(
+        o.status.success(),
+        "objcopy: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let payload = std::fs::read(&bin).unwrap();
+    let out = dir.join(format!("{name}.bzImage"));
+    std::fs::write(
+        &out,
+        iii::sandbox::vm::boot::bzimage::wrap_payload(&payload),
+    )
+    .unwrap();
+    out
 }
