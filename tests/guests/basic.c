@@ -19,12 +19,13 @@ ENTRY void _start(u64 cpu, u64 bp) {
     const char *cmd = bp_cmdline(bp);
     if (cpu == 0) progress(1);
     if (has_word(cmd, "smp")) {
-        flags[cpu] = 0x100 + (u32)cpu;
         lock();
         puts("cpu ");
         putdec(cpu);
         puts(" up\n");
         unlock();
+        /* Only after printing: vCPU 0 exits (cutting output short) once all flags are set. */
+        __atomic_store_n(&flags[cpu], 0x100 + (u32)cpu, __ATOMIC_RELEASE);
         if (cpu != 0) for (;;) __asm__ volatile("cli; hlt");
         u32 mask = 0;
         for (u64 spins = 0; spins < 2000000000ul; spins++) {

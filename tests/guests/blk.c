@@ -67,7 +67,7 @@ static void read_inode(u32 n) {
 }
 
 ENTRY void _start(u64 cpu, u64 bp) {
-    (void)cpu;
+    if (cpu != 0) for (;;) __asm__ volatile("cli; hlt"); /* one driver: the boot vCPU */
     u64 base = virtio_find(2);
     if (!base) fail("no virtio-blk", 10);
     u32 feats = virtio_negotiate(base, F_FLUSH | F_RO);

@@ -22,7 +22,7 @@ static void post_rx(void) {
 }
 
 ENTRY void _start(u64 cpu, u64 bp) {
-    (void)cpu;
+    if (cpu != 0) for (;;) __asm__ volatile("cli; hlt"); /* one driver: the boot vCPU */
     (void)bp;
     progress(1);
     u64 base = virtio_find(3);
@@ -36,7 +36,9 @@ ENTRY void _start(u64 cpu, u64 bp) {
     virtio_driver_ok(base);
     post_rx();
     send("ping from guest\n", 16);
-    if (!(vr(base, R_INT_STATUS) & 1)) fail("no used-buffer interrupt status after tx", 11);
+    /* The device raises InterruptStatus right after publishing the used entry. */
+    for (u64 spins = 0; !(vr(base, R_INT_STATUS) & 1); spins++)
+        if (spins > 100000000ul) fail("no used-buffer interrupt status after tx", 11);
     vw(base, R_INT_ACK, 1);
     u32 n = 0;
     while (n == 0 || line[n - 1] != '\n') {
