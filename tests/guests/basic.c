@@ -6,7 +6,8 @@
  *   smp        every vCPU marks its own flag and prints; vCPU 0 waits for N=smp-count and
  *              exits with the bitmask of vCPUs seen
  *   e820       print the e820 map from boot_params and exit with the entry count
- *   hdr        print the setup header fields the loader put in boot_params, exit 7 */
+ *   hdr        print the setup header fields the loader put in boot_params, exit 7
+ *   bench      mark "init reached" (progress 2) and halt; the benchmark stops the VM */
 #include "guest.h"
 
 static volatile u32 flags[16];
@@ -18,6 +19,10 @@ static void unlock(void) { __atomic_store_n(&serial_lock, 0, __ATOMIC_RELEASE); 
 ENTRY void _start(u64 cpu, u64 bp) {
     const char *cmd = bp_cmdline(bp);
     if (cpu == 0) progress(1);
+    if (has_word(cmd, "bench")) {
+        progress(2);
+        for (;;) __asm__ volatile("cli; hlt");
+    }
     if (has_word(cmd, "smp")) {
         lock();
         puts("cpu ");

@@ -71,9 +71,6 @@ pub fn build(cfg: VmConfig) -> Result<Vm> {
     // Only VMX hosts need these; elsewhere (SVM, PVM) failing to set them is harmless.
     let _ = vm_fd.set_tss_addr(KVM_TSS_ADDR);
     let _ = vm_fd.set_identity_map_addr(KVM_IDENTITY_MAP_ADDR);
-    vm_fd.create_irqchip()?;
-    vm_fd.create_pit2()?;
-
     let mem = Arc::new(GuestMemory::new(cfg.memory_mib << 20)?);
     for (slot, region) in mem.regions().iter().enumerate() {
         // SAFETY: the host range belongs to `mem`, which `Vm` keeps alive (and drops after the
@@ -87,6 +84,10 @@ pub fn build(cfg: VmConfig) -> Result<Vm> {
             )?
         };
     }
+    // After the memory slot: on this host (PVM) each of these otherwise waits out an extra
+    // grace period when the slot is added later (~8 ms per VM build, measured).
+    vm_fd.create_irqchip()?;
+    vm_fd.create_pit2()?;
 
     // Devices: the control console first (if any), then the disks, one mmio slot each.
     let mut devices: Vec<Box<dyn VirtioDevice>> = Vec::new();
