@@ -60,7 +60,7 @@ pub fn apply_layer(tar: impl Read, rootfs: &Path, opts: &UnpackOptions) -> Resul
         return Err(err!("rootfs {} is not a directory", rootfs.display()));
     }
     let mut x = Extractor {
-        walker: Walker::new(OwnedFd::from(root)),
+        walker: Walker::new(OwnedFd::from(root), opts.privileged),
         privileged: opts.privileged,
         unpacked: BTreeSet::new(),
         dirs: Vec::new(),
@@ -270,7 +270,11 @@ impl Extractor {
                 .map_err(|e| err!("setting owner {}:{}: {e}", meta.uid, meta.gid))?;
         }
         for (key, value) in &meta.xattrs {
-            xattr_result(key, sys::lsetxattr_at(dir, c.to_bytes(), key, value))?;
+            match sys::lsetxattr_at(dir, c.to_bytes(), key, value) {
+                // No /proc to reach the symlink through: xattrs are best effort anyway.
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+                r => xattr_result(key, r)?,
+            }
         }
         sys::lutimens_at(dir, c, meta.mtime).map_err(io_err("setting mtime"))?;
         Ok(removed_dir)
@@ -405,28 +409,49 @@ impl Extractor {
         Ok(())
     }
 
-    /// Applies directory metadata, children before parents so that a directory made
-    /// unreadable does not hide its subdirectories. Where a path was listed twice, its
-    /// last entry wins; a directory replaced later in the layer is skipped.
+    /// Applies directory metadata, and without root puts back the modes of lower
+    /// layers' read-only directories (see `Walker`). Deepest first, so that a directory
+    /// losing its search bit does not block the way to its subdirectories. Where a path
+    /// was listed twice, its last entry wins; a directory replaced later in the layer is
+    /// skipped.
     fn finish(&mut self) -> Result<()> {
+        let fixups = self.walker.take_made_writable();
         let mut seen = HashSet::new();
+        let mut todo: Vec<(&[u8], Result<&Meta, u32>)> = Vec::new();
         for d in self.dirs.iter().rev() {
-            if !seen.insert(d.path.as_slice()) {
-                continue;
+            if seen.insert(d.path.as_slice()) {
+                todo.push((&d.path, Ok(&d.meta)));
             }
-            let comps: Vec<&[u8]> = match d.path.is_empty() {
+        }
+        for (path, mode) in &fixups {
+            // A directory this layer lists gets the mode of its entry instead.
+            if seen.insert(path.as_slice()) {
+                todo.push((path, Err(*mode)));
+            }
+        }
+        let depth = |p: &[u8]| match p.is_empty() {
+            true => 0,
+            false => 1 + p.iter().filter(|&&b| b == b'/').count(),
+        };
+        // Stable: within a depth, later entries of the tar still come first.
+        todo.sort_by_key(|(p, _)| std::cmp::Reverse(depth(p)));
+        for (path, what) in todo {
+            let comps: Vec<&[u8]> = match path.is_empty() {
                 true => Vec::new(),
-                false => d.path.split(|&b| b == b'/').collect(),
+                false => path.split(|&b| b == b'/').collect(),
             };
             let dir = match self.walker.dir(&comps, false) {
                 Ok(dir) => dir,
                 Err(WalkError::Io(_, e)) => {
-                    return Err(err!("layer entry '{}': opening: {e}", lossy(&d.path)))
+                    return Err(err!("layer entry '{}': opening: {e}", lossy(path)))
                 }
                 Err(_) => continue,
             };
-            set_meta_fd(dir, &d.meta, self.privileged)
-                .map_err(|e| err!("layer entry '{}': {e}", lossy(&d.path)))?;
+            let done = match what {
+                Ok(meta) => set_meta_fd(dir, meta, self.privileged),
+                Err(mode) => sys::fchmod(dir, mode).map_err(io_err("restoring mode")),
+            };
+            done.map_err(|e| err!("layer entry '{}': {e}", lossy(path)))?;
         }
         Ok(())
     }
