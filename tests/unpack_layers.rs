@@ -8,7 +8,9 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use iii::oci::unpack::{apply_layer, decompress, Compression, LayerStats, UnpackOptions};
+use iii::oci::unpack::{
+    apply_layer, decompress, remove_tree, Compression, LayerStats, UnpackOptions,
+};
 
 /// A fresh directory removed when the test ends, pass or fail.
 struct TempDir(PathBuf);
@@ -756,12 +758,14 @@ fn rootless_read_only_dirs(base: &Path) {
     apply_layer(&l3[..], &r, &unpriv).unwrap();
     assert_eq!(mode(&r.join("ro")), 0o700);
     assert_eq!(names(&r.join("ro")), vec!["b", "c"]);
-    // Leave the tree removable by whoever cleans up.
-    for d in ["ro", "proc"] {
-        fs::set_permissions(
-            r.join(d),
-            std::os::unix::fs::PermissionsExt::from_mode(0o755),
-        )
-        .unwrap();
-    }
+    // std's remove_dir_all cannot remove this tree without root; remove_tree can.
+    let l4 = Layer::new()
+        .dir("ro2/", 0o555)
+        .file("ro2/f", b"f", 0o644)
+        .tar();
+    apply_layer(&l4[..], &r, &unpriv).unwrap();
+    assert!(fs::remove_dir_all(&r).is_err());
+    remove_tree(&r).unwrap();
+    assert!(!r.exists());
+    remove_tree(&r).unwrap();
 }

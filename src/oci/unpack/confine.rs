@@ -197,8 +197,15 @@ mod tests {
 
     #[test]
     fn walker_creates_reuses_and_refuses_symlinks() {
+        struct Gone(std::path::PathBuf);
+        impl Drop for Gone {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir_all(&self.0);
+            }
+        }
         let tmp = std::env::temp_dir().join(format!("iii-walker-{}", std::process::id()));
         std::fs::create_dir_all(&tmp).unwrap();
+        let _gone = Gone(tmp.clone());
         let root = OwnedFd::from(std::fs::File::open(&tmp).unwrap());
         let mut w = Walker::new(root, true);
         w.dir(&[b"a", b"b"], true).unwrap();

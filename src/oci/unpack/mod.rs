@@ -87,6 +87,24 @@ pub fn apply_layer(tar: impl Read, rootfs: &Path, opts: &UnpackOptions) -> Resul
     Ok(x.stats)
 }
 
+/// Removes a (partial) rootfs tree, symlinks not followed. Unlike
+/// `std::fs::remove_dir_all`, it also works without root on trees holding read-only
+/// directories (an image's 0555 `/proc`, say), which it makes writable first.
+pub fn remove_tree(path: &Path) -> Result<()> {
+    let what = || format!("removing {}", path.display());
+    let name = path
+        .file_name()
+        .with_context(|| format!("{}: no file name", what()))?;
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let dir = std::fs::File::open(parent).with_context(what)?;
+    let c = sys::cstr(std::os::unix::ffi::OsStrExt::as_bytes(name)).with_context(what)?;
+    whiteout::remove_if_present(dir.as_fd(), &c).with_context(what)?;
+    Ok(())
+}
+
 fn lossy(b: &[u8]) -> std::borrow::Cow<'_, str> {
     String::from_utf8_lossy(b)
 }
