@@ -132,3 +132,12 @@ printf '%-34s %8.3f s\n' "skopeo copy + umoci unpack" "$T_SKOPEO"
 printf '%-34s %8.3f s\n' "$WHAT (registry -> store)" "$T_OURS"
 printf 'ratio ours / tar -xzf:              %6.2fx  (target <= 1.5x)\n' "$(echo "$T_OURS / $T_TAR" | bc -l)"
 printf 'ratio ours / skopeo+umoci:          %6.2fx\n' "$(echo "$T_OURS / $T_SKOPEO" | bc -l)"
+
+# 5. The timed pull must have produced the same tree as tar (names, types, sizes).
+listing() { (cd "$1" && find . -printf '%p %y %s\n' | sort); }
+OURS_ROOTFS=$(echo "$WORK"/home-run1/images/sha256/*/rootfs)
+if diff <(listing "$WORK/tar-1") <(listing "$OURS_ROOTFS") >"$WORK/tree.diff"; then
+    echo "trees match: $(listing "$OURS_ROOTFS" | wc -l) entries"
+else
+    echo "TREES DIFFER (first lines):"; head -20 "$WORK/tree.diff"; exit 1
+fi
