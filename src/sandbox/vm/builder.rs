@@ -118,6 +118,7 @@ pub fn build(cfg: VmConfig) -> Result<Vm> {
         &cfg.kernel,
         cmdline.trim_start(),
         cfg.initramfs.as_deref(),
+        cfg.vcpus,
     )?;
 
     let mut vcpus = Vec::new();
