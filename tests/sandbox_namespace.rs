@@ -718,3 +718,106 @@ fn engine_link_carries_10_mb_both_ways_byte_exact() {
         "the host received other bytes than were sent"
     );
 }
+
+#[test]
+fn limits_reach_the_cgroups_and_a_control_channel_signal_reaches_the_worker() {
+    if !can_run() {
+        return;
+    }
+    let dir = TempDir::new("limits");
+    let image = busybox_root(&dir.0);
+    let script = "trap 'exit 7' INT; touch /workspace/ready; while true; do sleep 0.05; done";
+    let mut s = spec(&dir.0, &image, "limits", &["sh", "-c", script]);
+    s.resources = Resources {
+        cpus: Some(0.5),
+        memory_bytes: Some(64 << 20),
+        pids: Some(100),
+    };
+    let r = start(&s);
+    wait_for_layer_file(&s, "workspace/ready");
+    let read = |file: &str| -> Option<String> {
+        r.sb.cgroup_dirs()
+            .iter()
+            .find_map(|d| fs::read_to_string(d.join(file)).ok())
+            .map(|v| v.trim().to_string())
+    };
+    if read("cgroup.controllers").is_some() && read("memory.max").is_some() {
+        // cgroup v2
+        assert_eq!(read("memory.max").unwrap(), (64u64 << 20).to_string());
+        assert_eq!(read("cpu.max").unwrap(), "50000 100000");
+    } else {
+        assert_eq!(
+            read("memory.limit_in_bytes").unwrap(),
+            (64u64 << 20).to_string()
+        );
+        assert_eq!(read("cpu.cfs_quota_us").unwrap(), "50000");
+        assert_eq!(read("cpu.cfs_period_us").unwrap(), "100000");
+    }
+    assert_eq!(read("pids.max").unwrap(), "100");
+    // The host can also signal through the control channel instead of kill(2).
+    r.sb.control()
+        .send(
+            0,
+            iii::protocol::Message::Signal {
+                signal: libc::SIGINT,
+            },
+        )
+        .unwrap();
+    let (exit, _, err, cgroups) = r.finish();
+    assert_eq!(exit, WorkerExit::Code(7), "{err}");
+    for d in cgroups {
+        assert!(!d.exists(), "cgroup {} left behind", d.display());
+    }
+}
+
+#[test]
+fn host_network_shares_interfaces_but_keeps_the_hostname_private() {
+    if !can_run() {
+        return;
+    }
+    let dir = TempDir::new("hostnet");
+    let image = busybox_root(&dir.0);
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let script = format!(
+        "hostname; ls /sys/class/net | wc -l; echo hello | nc 127.0.0.1 {port}; echo rc=$?"
+    );
+    let mut s = spec(&dir.0, &image, "hostnet", &["sh", "-c", &script]);
+    s.network = Network::Host;
+    let server = std::thread::spawn(move || {
+        let (mut c, _) = l.accept().unwrap();
+        let mut got = String::new();
+        c.read_to_string(&mut got).unwrap();
+        got
+    });
+    let (exit, out, err) = run(&s);
+    assert_eq!(exit, WorkerExit::Code(0), "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "hostnet");
+    let host_ifaces = fs::read_dir("/sys/class/net").unwrap().count();
+    assert_eq!(lines[1], host_ifaces.to_string());
+    assert_eq!(server.join().unwrap(), "hello\n");
+}
+
+#[test]
+fn engine_link_to_a_dead_engine_closes_the_connection() {
+    if !can_run() {
+        return;
+    }
+    let dir = TempDir::new("deadlink");
+    let image = busybox_root(&dir.0);
+    // A port that was just free: nothing listens on the host.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let script = format!("echo hi | nc 127.0.0.1 {port}; echo done");
+    let mut s = spec(&dir.0, &image, "deadlink", &["sh", "-c", &script]);
+    s.engine_addr = format!("127.0.0.1:{port}").parse().unwrap();
+    let t = Instant::now();
+    let (exit, out, err) = run(&s);
+    assert_eq!(exit, WorkerExit::Code(0), "{err}");
+    assert_eq!(out, "done\n");
+    assert!(t.elapsed() < Duration::from_secs(10));
+}

@@ -153,6 +153,7 @@ impl Cgroup {
     }
 
     fn mkdir(&mut self, parent: &Path, leaf: &str) -> Result<PathBuf> {
+        sweep_stale(parent, leaf);
         let dir = parent.join(leaf);
         fs::create_dir(&dir).with_context(|| format!("creating cgroup {}", dir.display()))?;
         self.dirs.push(dir.clone());
@@ -225,6 +226,38 @@ trait ContextFor {
 impl ContextFor for crate::Error {
     fn context_for(self, name: &str) -> crate::Error {
         err!("setting up cgroups for worker {name}: {}", self.message())
+    }
+}
+
+/// Remove empty cgroups that earlier monitors of the same worker left behind when they were
+/// killed before they could tear down (`iii-<name>-<pid>-<n>` whose monitor PID is gone).
+/// rmdir refuses a cgroup that still has processes, so this never disturbs a live sandbox.
+fn sweep_stale(parent: &Path, leaf: &str) {
+    // leaf is "iii-<name>-<pid>-<n>": the prefix up to and including the name.
+    let Some(prefix) = leaf.rsplitn(3, '-').nth(2) else {
+        return;
+    };
+    let prefix = format!("{prefix}-");
+    let Ok(entries) = fs::read_dir(parent) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let file_name = e.file_name();
+        let Some(rest) = file_name.to_str().and_then(|n| n.strip_prefix(&prefix)) else {
+            continue;
+        };
+        let Some((pid, n)) = rest.split_once('-') else {
+            continue;
+        };
+        let (Ok(pid), Ok(_)) = (pid.parse::<i32>(), n.parse::<u64>()) else {
+            continue;
+        };
+        // SAFETY: kill with signal 0 only checks whether the process exists.
+        let alive = unsafe { libc::kill(pid, 0) } == 0
+            || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+        if !alive {
+            fs::remove_dir(e.path()).ok();
+        }
     }
 }
 
@@ -308,6 +341,24 @@ mod tests {
         assert!(h("blkio").is_none());
         let v2 = v2_hierarchy(MOUNTINFO, OWN).unwrap();
         assert_eq!(v2.own_dir, Path::new("/sys/fs/cgroup/unified"));
+    }
+
+    #[test]
+    fn stale_cgroups_of_dead_monitors_are_swept_and_others_kept() {
+        let dir = std::env::temp_dir().join(format!("iii-cg-sweep-{}", std::process::id()));
+        // A plain directory tree stands in for a hierarchy: rmdir semantics are the same for
+        // empty directories.
+        let dead = dir.join("iii-w-1-999999999-0");
+        let other_worker = dir.join("iii-w-x-999999999-0");
+        let live = dir.join(format!("iii-w-1-{}-5", std::process::id()));
+        for d in [&dead, &other_worker, &live] {
+            fs::create_dir_all(d).unwrap();
+        }
+        sweep_stale(&dir, &format!("iii-w-1-{}-6", std::process::id()));
+        assert!(!dead.exists());
+        assert!(other_worker.exists());
+        assert!(live.exists());
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
