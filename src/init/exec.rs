@@ -23,14 +23,15 @@ use std::time::{Duration, Instant};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 
+use super::worker::Hardening;
 use crate::protocol::exec::{
     code, encode, output_header, spawn_failure_code, Decoder, ExecFrame, ExecMessage, ExecRequest,
     ExecStatus, Output, Side, TtySize, INITIAL_CREDIT, MAX_CHUNK, OUTPUT_HEADER_LEN,
 };
-
-/// Runs in the forked child before anything else (e.g. a test harness entering a root). It
-/// must be async-signal-safe; it returns 0 or an errno.
-pub type EnterHook = Arc<dyn Fn() -> i32 + Send + Sync>;
+use crate::protocol::mux::Mux;
+use crate::protocol::{InitConfig, Setup};
+use crate::sandbox::namespace::process::Status;
+use crate::sandbox::namespace::{capabilities, seccomp};
 
 /// Where an exec'd command runs and as whom: the worker's environment and user.
 #[derive(Clone)]
@@ -43,19 +44,52 @@ pub struct ExecContext {
     pub ptmx: String,
     /// Reap the command with a thread of our own (for owners that are not PID 1's reaper).
     pub own_reaper: bool,
-    pub enter: Option<EnterHook>,
+    /// The worker's restrictions (capabilities, no_new_privs, seccomp), as `docker exec` runs
+    /// a command under the container's profile.
+    pub hardening: Option<Arc<Hardening>>,
 }
 
 impl ExecContext {
-    /// Execs into a worker: its environment and user, the sandbox's `/dev/ptmx`, and init's
-    /// reaper reporting exits through [`child_exited`].
-    pub fn for_worker(env: Vec<(String, String)>, uid: u32, gid: u32, groups: Vec<u32>) -> Self {
+    /// Execs into the worker init runs: its environment, user and hardening, the sandbox's
+    /// `/dev/ptmx`, and init's reaper reporting exits through [`reaped`].
+    pub fn from_init(cfg: &InitConfig) -> Self {
+        let p = &cfg.process;
         ExecContext {
-            env,
-            user: Some((uid, gid, groups)),
+            env: p.env.clone(),
+            user: Some((p.uid, p.gid, p.additional_gids.clone())),
+            hardening: match cfg.setup {
+                Setup::Namespace { .. } => Some(Arc::new(Hardening::namespace_default())),
+            },
             ..Default::default()
         }
     }
+}
+
+/// For init's event loop: serve the exec stream the host opened as `stream` (on a thread of its
+/// own), or refuse it when that cannot even start.
+pub fn attach(mux: &mut Mux, registry: &mio::Registry, stream: u32, ctx: &ExecContext) {
+    let r = serve_stream(ctx.clone()).and_then(|s| {
+        s.set_nonblocking(true)?;
+        mux.attach(
+            registry,
+            stream,
+            Box::new(mio::net::UnixStream::from_std(s)),
+        )
+    });
+    if let Err(e) = r {
+        mux.reject(stream, format!("exec: {e}"));
+    }
+}
+
+/// For init's reaper: a reaped child that is not the worker may be an exec command.
+pub fn reaped(pid: i32, status: Status) {
+    child_exited(
+        pid,
+        match status {
+            Status::Exited(c) => ExecStatus::Code(c),
+            Status::Signaled(s) => ExecStatus::Signal(s),
+        },
+    );
 }
 
 impl Default for ExecContext {
@@ -65,7 +99,7 @@ impl Default for ExecContext {
             user: None,
             ptmx: "/dev/ptmx".into(),
             own_reaper: false,
-            enter: None,
+            hardening: None,
         }
     }
 }
@@ -236,7 +270,7 @@ struct Spawned {
 #[repr(u32)]
 #[derive(Clone, Copy)]
 enum Stage {
-    Enter = 1,
+    Harden = 1,
     Terminal = 2,
     User = 3,
     Chdir = 4,
@@ -432,7 +466,7 @@ fn spawn(ctx: &ExecContext, req: &ExecRequest) -> Result<Spawned, StartFailure> 
         child_fds[2].as_raw_fd(),
     ];
     let report_fd = report_w.as_raw_fd();
-    let enter = ctx.enter.clone();
+    let hardening = ctx.hardening.clone();
     let user = ctx.user.clone();
 
     // SAFETY: fork has no memory-safety preconditions; the child below only makes
@@ -445,7 +479,7 @@ fn spawn(ctx: &ExecContext, req: &ExecRequest) -> Result<Spawned, StartFailure> 
         // SAFETY: in the child; see `child` for what it does.
         unsafe {
             child(ChildPlan {
-                enter: enter.as_deref(),
+                hardening: hardening.as_deref(),
                 tty,
                 fds: child_raw,
                 user: user.as_ref().map(|u| (u.0, u.1)),
@@ -511,13 +545,13 @@ fn spawn(ctx: &ExecContext, req: &ExecRequest) -> Result<Spawned, StartFailure> 
         },
         _ => StartFailure {
             code: code::III_FAILED,
-            message: format!("entering the worker: {why}"),
+            message: format!("applying the worker's restrictions: {why}"),
         },
     })
 }
 
 struct ChildPlan<'a> {
-    enter: Option<&'a (dyn Fn() -> i32 + Send + Sync)>,
+    hardening: Option<&'a Hardening>,
     tty: bool,
     fds: [RawFd; 3],
     user: Option<(u32, u32)>,
@@ -556,12 +590,6 @@ unsafe fn child(p: ChildPlan<'_>) -> ! {
                 libc::signal(sig, libc::SIG_DFL);
             }
         }
-        if let Some(enter) = p.enter {
-            let e = enter();
-            if e != 0 {
-                fail(Stage::Enter, e);
-            }
-        }
         if p.tty {
             if libc::setsid() < 0 {
                 fail(Stage::Terminal, last_errno());
@@ -578,6 +606,14 @@ unsafe fn child(p: ChildPlan<'_>) -> ! {
                 fail(Stage::Terminal, last_errno());
             }
         }
+        // The same order as the worker's own start: bounding set while still privileged,
+        // then the identity, then the remaining capabilities, no_new_privs and seccomp last.
+        let errno_of = |r: std::io::Result<()>| r.err().and_then(|e| e.raw_os_error());
+        if let Some(h) = p.hardening {
+            if let Some(e) = errno_of(capabilities::drop_bounding(h.last_cap)) {
+                fail(Stage::Harden, e);
+            }
+        }
         if let Some((uid, gid)) = p.user {
             if libc::setgroups(p.groups.len(), p.groups.as_ptr()) != 0
                 || libc::setgid(gid) != 0
@@ -586,8 +622,21 @@ unsafe fn child(p: ChildPlan<'_>) -> ! {
                 fail(Stage::User, last_errno());
             }
         }
+        if p.hardening.is_some() && libc::getuid() == 0 {
+            if let Some(e) = errno_of(capabilities::limit_current()) {
+                fail(Stage::Harden, e);
+            }
+        }
         if libc::chdir(p.cwd.as_ptr()) != 0 {
             fail(Stage::Chdir, last_errno());
+        }
+        if let Some(h) = p.hardening {
+            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+                fail(Stage::Harden, last_errno());
+            }
+            if let Some(e) = errno_of(seccomp::install(&h.seccomp)) {
+                fail(Stage::Harden, e);
+            }
         }
         // Like execvp: try each PATH candidate; "permission denied" anywhere beats "not found".
         let mut errno = libc::ENOENT;

@@ -234,6 +234,7 @@ fn serve(
         },
         None => None,
     };
+    let exec_ctx = exec::ExecContext::from_init(cfg);
     let mut worker_status: Option<Status> = None;
     let mut events = Events::with_capacity(64);
     let initial = mux.drain_decoded(poll.registry());
@@ -248,6 +249,10 @@ fn serve(
                     process::kill(worker, signal).ok();
                 }
                 MuxEvent::Message { .. } => {}
+                MuxEvent::Open {
+                    stream,
+                    request: crate::protocol::OpenRequest::Exec,
+                } => exec::attach(&mut mux, poll.registry(), stream, &exec_ctx),
                 MuxEvent::Open { stream, .. } => {
                     mux.reject(stream, "init serves no such stream".into());
                 }
@@ -260,6 +265,8 @@ fn serve(
         while let Some((pid, status)) = process::reap_any() {
             if pid == worker {
                 worker_status = Some(status);
+            } else {
+                exec::reaped(pid, status);
             }
         }
         if let Some(status) = worker_status {

@@ -199,6 +199,9 @@ pub enum OpenRequest {
     /// Init → host: a worker connected to the engine port inside the sandbox; connect to the
     /// host engine and carry the bytes both ways.
     EngineLink,
+    /// Host → init: `iii worker exec`; the stream carries the frames of [`exec`] (the
+    /// request, stdin, output, signals, resizes, the exit status) both ways.
+    Exec,
 }
 
 /// How a process ended, as init saw it.

@@ -1,18 +1,16 @@
-//! A worker for exec tests: a busybox-static root filesystem in a temp dir, served on the
-//! worker's `.iii/workers/<name>/control.sock` by iii's own exec server (`init::exec`).
+//! A worker for exec tests: a busybox-static root filesystem in a temp dir, run as a real
+//! `namespace` sandbox (iii's init as PID 1, overlay root, pid/mount/net namespaces, cgroups,
+//! seccomp), with `.iii/workers/<name>/control.sock` served the way the worker's monitor serves
+//! it: the `{"op":"exec"}` line, an `ok` reply, then the connection is carried into the
+//! sandbox as an exec stream (`iii::exec::host::forward`). The CLI under test is the real `iii`
+//! binary.
 //!
-//! Until init and the monitor serve exec on main, the server runs in this test process and
-//! each command enters the worker's root itself: a private mount namespace with `/proc`, the
-//! host's `/dev/pts` and `/dev/null` mounted into the rootfs, then `chroot`. The CLI under test
-//! is the real `iii` binary talking to the real socket.
-//!
-//! Every process started in the worker carries `III_EXEC_HARNESS=<unique id>` in its
-//! environment, which is how tests find what still runs "inside", and how `Drop` kills
-//! leftovers (by PID) before deleting the temp dir.
+//! Every exec the tests run carries `III_EXEC_HARNESS=<unique id>` in its environment (added
+//! by [`Worker::exec_cmd`]), which is how tests find what still runs inside, and how `Drop`
+//! kills leftovers (by PID) before stopping the sandbox and deleting the temp dir.
 
 #![allow(dead_code)]
 
-use std::ffi::CString;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
@@ -21,7 +19,8 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use iii::init::exec::{serve_connection, ExecContext};
+use iii::sandbox::namespace::{self, NamespaceSandbox, Options};
+use iii::sandbox::{Network, ProcessSpec, Resources, Sandbox, SandboxSpec, User};
 
 pub const WORKER: &str = "w";
 
@@ -35,22 +34,19 @@ pub struct Worker {
     stop: Arc<AtomicBool>,
     sock: PathBuf,
     accept: Option<std::thread::JoinHandle<()>>,
+    sandbox: Option<NamespaceSandbox>,
 }
 
 /// Why exec tests cannot run here, if they cannot.
 pub fn skip_reason() -> Option<String> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        return Some("exec tests need root (mount namespaces, chroot)".into());
+        return Some("exec tests need root (namespaces, cgroups, overlayfs)".into());
     }
     if !Path::new("/bin/busybox").exists() {
         return Some("/bin/busybox (Debian busybox-static) is not installed".into());
     }
     None
-}
-
-fn cpath(p: &Path) -> CString {
-    CString::new(p.as_os_str().as_encoded_bytes()).unwrap()
 }
 
 impl Worker {
@@ -66,16 +62,7 @@ impl Worker {
         );
         let dir = std::env::temp_dir().join(format!("iii-exec-{id}"));
         let rootfs = dir.join("rootfs");
-        for d in [
-            "bin",
-            "etc",
-            "proc",
-            "dev/pts",
-            "tmp",
-            "workspace",
-            "root",
-            "data",
-        ] {
+        for d in ["bin", "etc", "tmp", "workspace", "root", "data"] {
             std::fs::create_dir_all(rootfs.join(d)).unwrap();
         }
         std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
@@ -85,7 +72,6 @@ impl Worker {
                 let _ = std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet));
             }
         }
-        std::fs::write(rootfs.join("dev/null"), b"").unwrap();
         std::fs::write(rootfs.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
         std::fs::write(rootfs.join("etc/group"), "root:x:0:\n").unwrap();
         // A file that exists but is not executable (126).
@@ -98,67 +84,42 @@ impl Worker {
         .unwrap();
         let wdir = dir.join(".iii/workers").join(WORKER);
         std::fs::create_dir_all(&wdir).unwrap();
+
+        let spec = SandboxSpec {
+            name: WORKER.into(),
+            image_root: rootfs.clone(),
+            worker_dir: wdir.clone(),
+            process: ProcessSpec {
+                args: vec!["/bin/sleep".into(), "1000000".into()],
+                env: vec![
+                    ("PATH".into(), "/bin".into()),
+                    ("HOME".into(), "/root".into()),
+                ],
+                cwd: "/".into(),
+                user: User::default(),
+            },
+            resources: Resources::default(),
+            network: Network::Isolated,
+            engine_addr: "127.0.0.1:9".parse().unwrap(),
+        };
+        // The worker's (and init's) output, kept for a failure message.
+        let log = dir.join("worker.log");
+        let out = std::fs::File::create(&log).unwrap();
+        let stdio = iii::sandbox::Stdio {
+            stdout: out.try_clone().unwrap().into(),
+            stderr: out.into(),
+        };
+        let opts = Options {
+            init_exe: Some(PathBuf::from(env!("CARGO_BIN_EXE_iii"))),
+        };
+        let sandbox = namespace::start_with(&spec, stdio, &opts).unwrap_or_else(|e| {
+            let log = std::fs::read_to_string(&log).unwrap_or_default();
+            panic!("starting the sandbox: {e}; its output: {log:?}")
+        });
+        let control = sandbox.control();
+
         let sock = wdir.join("control.sock");
         let listener = UnixListener::bind(&sock).unwrap();
-
-        let marker = format!("III_EXEC_HARNESS={id}");
-        let root_c = cpath(&rootfs);
-        let proc_c = cpath(&rootfs.join("proc"));
-        let pts_c = cpath(&rootfs.join("dev/pts"));
-        let null_c = cpath(&rootfs.join("dev/null"));
-        let enter = move || -> i32 {
-            let none = std::ptr::null::<libc::c_char>();
-            let errno = || std::io::Error::last_os_error().raw_os_error().unwrap_or(1);
-            // SAFETY: system calls on C strings owned by the closure; async-signal-safe.
-            unsafe {
-                if libc::unshare(libc::CLONE_NEWNS) != 0
-                    || libc::mount(
-                        none,
-                        c"/".as_ptr(),
-                        none,
-                        libc::MS_REC | libc::MS_PRIVATE,
-                        std::ptr::null(),
-                    ) != 0
-                    || libc::mount(
-                        c"proc".as_ptr(),
-                        proc_c.as_ptr(),
-                        c"proc".as_ptr(),
-                        0,
-                        std::ptr::null(),
-                    ) != 0
-                    || libc::mount(
-                        c"/dev/pts".as_ptr(),
-                        pts_c.as_ptr(),
-                        none,
-                        libc::MS_BIND,
-                        std::ptr::null(),
-                    ) != 0
-                    || libc::mount(
-                        c"/dev/null".as_ptr(),
-                        null_c.as_ptr(),
-                        none,
-                        libc::MS_BIND,
-                        std::ptr::null(),
-                    ) != 0
-                    || libc::chroot(root_c.as_ptr()) != 0
-                {
-                    return errno();
-                }
-            }
-            0
-        };
-        let (mk, mv) = marker.split_once('=').unwrap();
-        let ctx = ExecContext {
-            env: vec![
-                ("PATH".into(), "/bin".into()),
-                ("HOME".into(), "/root".into()),
-                (mk.into(), mv.into()),
-            ],
-            user: None,
-            ptmx: "/dev/ptmx".into(),
-            own_reaper: true,
-            enter: Some(Arc::new(enter)),
-        };
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = stop.clone();
         let accept = std::thread::spawn(move || {
@@ -167,33 +128,33 @@ impl Worker {
                     break;
                 }
                 let Ok(conn) = conn else { continue };
-                let ctx = ctx.clone();
-                std::thread::spawn(move || {
-                    // The monitor's handshake: one JSON request line, one JSON reply line.
-                    let mut line = String::new();
-                    let mut r = BufReader::new(&conn);
-                    if r.read_line(&mut line).is_err() || !line.contains("\"exec\"") {
-                        return;
-                    }
-                    drop(r);
-                    let mut w = &conn;
-                    if w.write_all(b"{\"ok\":true,\"message\":\"exec\"}\n")
-                        .is_err()
-                    {
-                        return;
-                    }
-                    serve_connection(conn, &ctx);
-                });
+                // The monitor's handshake: one JSON request line, one JSON reply line.
+                let mut line = String::new();
+                let mut r = BufReader::new(&conn);
+                if r.read_line(&mut line).is_err() || !line.contains("\"exec\"") {
+                    continue;
+                }
+                drop(r);
+                let mut w = &conn;
+                if w.write_all(b"{\"ok\":true,\"message\":\"exec\"}\n")
+                    .is_err()
+                {
+                    continue;
+                }
+                if let Err(e) = iii::exec::host::forward(conn, &control) {
+                    eprintln!("harness: {e}");
+                }
             }
         });
         Worker {
             dir,
             rootfs,
             config,
-            marker,
+            marker: format!("III_EXEC_HARNESS={id}"),
             stop,
             sock,
             accept: Some(accept),
+            sandbox: Some(sandbox),
         }
     }
 
@@ -202,7 +163,7 @@ impl Worker {
         let mut c = Command::new(env!("CARGO_BIN_EXE_iii"));
         c.arg("-c")
             .arg(&self.config)
-            .args(["worker", "exec"])
+            .args(["worker", "exec", "-e", &self.marker])
             .args(args);
         c
     }
@@ -289,6 +250,10 @@ impl Drop for Worker {
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }
         self.wait_until(Duration::from_secs(5), || self.processes(None).is_empty());
+        if let Some(mut sb) = self.sandbox.take() {
+            let _ = sb.signal(libc::SIGKILL);
+            let _ = sb.wait();
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -342,6 +342,10 @@ fn host_loop(
                     }
                     Err(e) => mux.reject(stream, format!("engine link to {engine}: {e}")),
                 },
+                MuxEvent::Open {
+                    stream,
+                    request: OpenRequest::Exec,
+                } => mux.reject(stream, "the host runs no exec for init".into()),
                 MuxEvent::ChannelClosed => return,
             }
         }
