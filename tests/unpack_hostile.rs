@@ -351,3 +351,105 @@ fn hostile_gnu_long_name_is_rejected() {
     assert_rejected(s.apply(&tar), &long, "escapes");
     s.assert_outside_untouched();
 }
+
+/// A small deterministic PRNG (xorshift64*), so a failure replays exactly.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn pick<'a>(&mut self, from: &[&'a str]) -> &'a str {
+        from[(self.next() % from.len() as u64) as usize]
+    }
+}
+
+/// Many random layers mixing `..`, absolute names, symlinks to `..`, `/` and the sentinel,
+/// hard links and whiteouts through them, applied one after another onto the same rootfs:
+/// each may fail, none may panic or touch anything outside.
+#[test]
+fn random_hostile_layers_never_escape() {
+    let s = Sandbox::new("random");
+    let outside = s.outside_str();
+    let secret = format!("{outside}/secret");
+    let comps = [
+        "a", "b", "l", "m", "..", ".", "", "outside", "secret", ".wh.a", ".wh.l",
+    ];
+    let targets = [
+        "..", "../..", "../../..", "/", "a", "l/..", "b/../..", &outside, &secret,
+    ];
+    let mut rng = Rng(0x5eed_1234_abcd_0001);
+    let mut failures = 0;
+    for _ in 0..400 {
+        let mut raw = Raw::new();
+        for _ in 0..1 + rng.next() % 8 {
+            let depth = 1 + rng.next() % 4;
+            let mut name: Vec<&str> = (0..depth).map(|_| rng.pick(&comps)).collect();
+            if rng.next() % 5 == 0 {
+                name.insert(0, "");
+            }
+            if rng.next() % 6 == 0 {
+                name.push(".wh..wh..opq");
+            }
+            let name = name.join("/");
+            if name.is_empty() || name.len() >= 100 {
+                continue;
+            }
+            raw = match rng.next() % 5 {
+                0 => raw.file(&name, b"payload"),
+                1 => raw.dir(&format!("{name}/")),
+                2 => raw.symlink(&name, rng.pick(&targets)),
+                3 => {
+                    let target = match rng.next() % 2 {
+                        0 => rng.pick(&targets).to_string(),
+                        _ => (0..2)
+                            .map(|_| rng.pick(&comps))
+                            .collect::<Vec<_>>()
+                            .join("/"),
+                    };
+                    raw.hardlink(&name, &target)
+                }
+                _ => raw.file(&format!("{name}/.wh.{}", rng.pick(&comps)), b""),
+            };
+        }
+        if s.apply(&raw.tar()).is_err() {
+            failures += 1;
+        }
+        s.assert_outside_untouched();
+    }
+    // Most hostile layers fail, but not all: the generator also makes harmless ones.
+    assert!(
+        failures > 50 && failures < 400,
+        "{failures} of 400 layers failed"
+    );
+}
+
+/// Random byte corruption of a valid layer: errors are fine, panics and escapes are not.
+#[test]
+fn corrupted_tar_bytes_never_panic() {
+    let s = Sandbox::new("corrupt");
+    let base = Raw::new()
+        .dir("d/")
+        .file("d/f", &[7u8; 3000])
+        .symlink("d/l", "f")
+        .hardlink("d/h", "d/f")
+        .file("d/.wh.gone", b"")
+        .tar();
+    let mut rng = Rng(0xc0ff_ee00_1234_5678);
+    for _ in 0..300 {
+        let mut t = base.clone();
+        for _ in 0..1 + rng.next() % 6 {
+            let i = (rng.next() % t.len() as u64) as usize;
+            t[i] = rng.next() as u8;
+        }
+        if rng.next() % 4 == 0 {
+            t.truncate((rng.next() % t.len() as u64) as usize);
+        }
+        let _ = s.apply(&t);
+        s.assert_outside_untouched();
+    }
+}
