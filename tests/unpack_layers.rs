@@ -700,8 +700,10 @@ fn unprivileged_read_only_directories() {
         return;
     }
     std::os::unix::fs::chown(&t.0, Some(65534), Some(65534)).unwrap();
+    // Under a strict umask too: modes must come from the tar, not the process.
     let out = std::process::Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .args(["sh", "-c", "umask 077 && exec \"$0\" \"$@\""])
         .arg(std::env::current_exe().unwrap())
         .args([
             "--exact",
@@ -725,6 +727,18 @@ fn rootless_read_only_dirs(base: &Path) {
     let r = base.join("rootfs");
     fs::create_dir(&r).unwrap();
     let unpriv = UnpackOptions { privileged: false };
+    let strict_umask = fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .contains("Umask:\t0077");
+    if strict_umask {
+        let l0 = Layer::new().file("implicit/parent/file", b"f", 0o644).tar();
+        apply_layer(&l0[..], &r, &unpriv).unwrap();
+        assert_eq!(mode(&r.join("implicit")), 0o755);
+        assert_eq!(mode(&r.join("implicit/parent")), 0o755);
+        assert_eq!(mode(&r.join("implicit/parent/file")), 0o644);
+    } else {
+        eprintln!("SKIP umask part: not run under umask 077");
+    }
     let l1 = Layer::new()
         .dir("ro/", 0o555)
         .file("ro/a", b"a", 0o444)
