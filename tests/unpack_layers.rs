@@ -521,6 +521,21 @@ fn tar_without_end_of_archive_blocks() {
 }
 
 #[test]
+fn empty_and_single_end_block_archives() {
+    let t = TempDir::new("empty");
+    let r = rootfs(&t);
+    assert_eq!(apply(&[], &r), LayerStats::default());
+    assert_eq!(apply(&[0u8; 10240], &r), LayerStats::default());
+    // One zero block instead of two still ends the archive.
+    let mut tar = sample_layer();
+    let n = tar.len();
+    tar.truncate(n - 512);
+    assert_eq!(apply(&tar, &r).entries, 4);
+    check_sample(&r);
+    assert!(apply_layer(&b"not a tar at all"[..], &r, &opts()).is_err());
+}
+
+#[test]
 fn truncated_entry_fails() {
     let tar = sample_layer();
     let t = TempDir::new("trunc");
