@@ -198,6 +198,15 @@ fn write_through_absolute_symlink_is_rejected() {
     let tar = Raw::new().file("a/secret", b"overwritten").tar();
     assert_rejected(s.apply(&tar), "a/secret", "symlink");
     s.assert_outside_untouched();
+    // The classic: `etc -> /etc`, then `etc/passwd`.
+    let before = fs::read("/etc/passwd").ok();
+    let tar = Raw::new()
+        .symlink("etc", "/etc")
+        .file("etc/passwd", b"pwned::0:0::/:/bin/sh\n")
+        .tar();
+    assert_rejected(s.apply(&tar), "etc/passwd", "'etc' is a symlink");
+    assert_eq!(fs::read("/etc/passwd").ok(), before);
+    s.assert_outside_untouched();
 }
 
 #[test]
