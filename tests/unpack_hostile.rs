@@ -462,3 +462,27 @@ fn corrupted_tar_bytes_never_panic() {
         s.assert_outside_untouched();
     }
 }
+
+#[test]
+fn overlong_paths_are_rejected() {
+    let s = Sandbox::new("overlong");
+    // 3000 nested directories in one PAX path: beyond PATH_MAX, refused before any mkdir.
+    let deep = "d/".repeat(3000) + "f";
+    let mut b = tar::Builder::new(Vec::new());
+    b.append_pax_extensions([("path", deep.as_bytes())])
+        .unwrap();
+    let mut h = tar::Header::new_gnu();
+    h.set_path("stand-in").unwrap();
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    h.set_size(1);
+    h.set_cksum();
+    b.append(&h, &b"x"[..]).unwrap();
+    let e = s.apply(&b.into_inner().unwrap()).unwrap_err();
+    assert!(e.contains("path longer than"), "{e}");
+    assert!(fs::read_dir(&s.root).unwrap().next().is_none());
+    s.assert_outside_untouched();
+}
