@@ -7,6 +7,7 @@ mod support;
 use std::collections::BTreeMap;
 
 use iii::oci::digest::Digest;
+use iii::oci::progress::PlainProgress;
 use iii::oci::{pull, NoProgress, Store};
 use support::fake::{FakeRegistry, Fault};
 use support::image::*;
@@ -182,6 +183,57 @@ fn pinned_digest_pull_is_offline_once_installed() {
     let again = pull(&pinned, &s.store, &mut NoProgress).unwrap();
     assert_eq!(again.rootfs, first.rootfs);
     assert_eq!(s.fake.requests().len(), before, "no request at all");
+}
+
+#[test]
+fn progress_reports_each_layer_downloaded_then_present() {
+    let s = setup();
+    let mut p = PlainProgress::new(Vec::new());
+    pull(&s.image, &s.store, &mut p).unwrap();
+    let first = String::from_utf8(p.into_inner()).unwrap();
+    let mut p = PlainProgress::new(Vec::new());
+    pull(&s.image, &s.store, &mut p).unwrap();
+    let second = String::from_utf8(p.into_inner()).unwrap();
+    for (out, word) in [(&first, "downloaded"), (&second, "already present")] {
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 4, "{out}");
+        assert!(
+            lines[0].contains(&s.built.manifest_digest.to_string()),
+            "{out}"
+        );
+        for (i, d) in s.built.layer_digests.iter().enumerate() {
+            let want = format!("layer {}/3 sha256:{}", i + 1, d.short());
+            let line = lines.iter().find(|l| l.starts_with(&want)).expect(&want);
+            assert!(line.ends_with(word), "{line}");
+        }
+    }
+}
+
+#[test]
+fn a_layer_listed_twice_downloads_once() {
+    let fake = FakeRegistry::start();
+    let base = Layer::new(Comp::Gzip, vec![file("f", b"base")]);
+    let top = Layer::new(Comp::Gzip, vec![file("f", b"top"), file("g", b"g")]);
+    // base, top, base again: the third application restores f's first content.
+    let img = Image::new(Format::Oci, vec![base.clone(), top, base]);
+    let built = img.build();
+    assert_eq!(built.layer_digests[0], built.layer_digests[2]);
+    fake.serve(&built, "t");
+    let home = TempDir::new("home");
+    let store = Store::open(home.path()).unwrap();
+    let installed = pull(&format!("{}/dup/app:t", fake.host), &store, &mut NoProgress).unwrap();
+    assert_tree(
+        &installed.rootfs,
+        &BTreeMap::from([
+            ("f".into(), file_node(b"base", 0o644, 0)),
+            ("g".into(), file_node(b"g", 0o644, 0)),
+        ]),
+    );
+    assert_eq!(
+        fake.blob_requests(),
+        3,
+        "two distinct layers and the config"
+    );
 }
 
 #[test]
