@@ -369,3 +369,79 @@ fn pull_survives_sigkill_mid_layer() {
     );
     assert!(!staging.exists(), "dead pull's staging replaced");
 }
+
+const SHARE_CHILD_ENV: &str = "III_TEST_SHARE_CHILD_IMAGE";
+
+/// Two processes pull one image into one store at the same time (the layer trickles, so
+/// they overlap): both succeed, the layer is fetched once, one tree results. The test
+/// re-runs its own binary (filtered to this test) as the two processes.
+#[test]
+fn concurrent_processes_share_one_tree() {
+    if let Ok(image) = std::env::var(SHARE_CHILD_ENV) {
+        let home = std::env::var("III_TEST_SHARE_CHILD_HOME").unwrap();
+        let store = Store::open(std::path::Path::new(&home)).unwrap();
+        let installed = pull(&image, &store, &mut NoProgress).unwrap();
+        println!("ROOTFS {}", installed.rootfs.display());
+        return;
+    }
+    let data = noise(256 << 10);
+    let img = Image::new(
+        Format::Oci,
+        vec![Layer::new(Comp::Gzip, vec![file("blob", &data)])],
+    );
+    let built = img.build();
+    let fake = FakeRegistry::start();
+    fake.serve(&built, "t");
+    fake.fault(&built.layer_digests[0], Fault::Slow);
+    let image = format!("{}/shared/app:t", fake.host);
+    let home = TempDir::new("home");
+    let children: Vec<_> = (0..2)
+        .map(|_| {
+            std::process::Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "--exact",
+                    "concurrent_processes_share_one_tree",
+                    "--nocapture",
+                ])
+                .env(SHARE_CHILD_ENV, &image)
+                .env("III_TEST_SHARE_CHILD_HOME", home.path())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let outputs: Vec<_> = children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect();
+    let mut roots = Vec::new();
+    for o in &outputs {
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            o.status.success(),
+            "{out}{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        roots.push(
+            out.lines()
+                .find_map(|l| l.strip_prefix("ROOTFS "))
+                .unwrap()
+                .to_string(),
+        );
+    }
+    assert_eq!(roots[0], roots[1]);
+    let layer_gets = fake
+        .requests()
+        .iter()
+        .filter(|r| r.contains(&built.layer_digests[0].to_string()))
+        .count();
+    assert_eq!(
+        layer_gets, 1,
+        "the second process waited and reused the first's work"
+    );
+    assert_tree(
+        std::path::Path::new(&roots[0]),
+        &BTreeMap::from([("blob".into(), file_node(&data, 0o644, 0))]),
+    );
+}
