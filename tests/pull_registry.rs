@@ -101,6 +101,15 @@ fn docker_schema2_zstd_uncompressed_and_untyped_manifests() {
         let (_home, installed, _) = push_and_pull(&reg, repo, &img);
         assert_tree(&installed.rootfs, &small_tree());
     }
+    // Tars without their end-of-archive blocks, compressed and not.
+    for (repo, comp) in [("no-eof-gzip", Comp::Gzip), ("no-eof-plain", Comp::None)] {
+        let img = Image::new(
+            Format::Oci,
+            vec![small_tree_layer(comp).without_eof_blocks()],
+        );
+        let (_home, installed, _) = push_and_pull(&reg, repo, &img);
+        assert_tree(&installed.rootfs, &small_tree());
+    }
 }
 
 #[test]
