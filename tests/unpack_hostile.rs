@@ -398,10 +398,10 @@ fn random_hostile_layers_never_escape() {
         for _ in 0..1 + rng.next() % 8 {
             let depth = 1 + rng.next() % 4;
             let mut name: Vec<&str> = (0..depth).map(|_| rng.pick(&comps)).collect();
-            if rng.next() % 5 == 0 {
+            if rng.next().is_multiple_of(5) {
                 name.insert(0, "");
             }
-            if rng.next() % 6 == 0 {
+            if rng.next().is_multiple_of(6) {
                 name.push(".wh..wh..opq");
             }
             let name = name.join("/");
@@ -455,7 +455,7 @@ fn corrupted_tar_bytes_never_panic() {
             let i = (rng.next() % t.len() as u64) as usize;
             t[i] = rng.next() as u8;
         }
-        if rng.next() % 4 == 0 {
+        if rng.next().is_multiple_of(4) {
             t.truncate((rng.next() % t.len() as u64) as usize);
         }
         let _ = s.apply(&t);
