@@ -200,6 +200,7 @@ fn worker_sees_only_its_own_processes_files_hostname_and_loopback() {
          echo '== net'; ls /sys/class/net; \
          echo '== write'; echo mine > /etc/written && echo ok; \
          echo '== cwd'; pwd; \
+         echo '== cgroup'; cut -d: -f3 /proc/self/cgroup | sort -u; \
          echo '== end'",
         s = sentinel.display()
     );
@@ -224,6 +225,8 @@ fn worker_sees_only_its_own_processes_files_hostname_and_loopback() {
     assert_eq!(section(&out, "net"), ["lo"]);
     assert_eq!(section(&out, "write"), ["ok"]);
     assert_eq!(section(&out, "cwd"), ["/workspace"]);
+    // Its own cgroup namespace, rooted at the sandbox's cgroups: no host cgroup paths.
+    assert_eq!(section(&out, "cgroup"), ["/"]);
     // The write landed in the worker's layer, not in the shared image.
     let upper = s.worker_dir.join("layer/upper");
     assert_eq!(

@@ -170,6 +170,29 @@ pub fn start_with(spec: &SandboxSpec, stdio: Stdio, opts: &Options) -> Result<Na
     let devnull = File::open("/dev/null").context("opening /dev/null")?;
     let (host_end, init_end) = UnixStream::pair().context("creating the control channel")?;
 
+    let engine_port = (spec.network == Network::Isolated).then_some(spec.engine_addr.port());
+    let cfg = InitConfig {
+        hostname: name.clone(),
+        process: ProcessConfig {
+            args: spec.process.args.clone(),
+            env: spec.process.env.clone(),
+            cwd: spec.process.cwd.clone(),
+            uid: spec.process.user.uid,
+            gid: spec.process.user.gid,
+            additional_gids: spec.process.user.additional_gids.clone(),
+        },
+        engine_port,
+        setup: Setup::Namespace {
+            lower: path_str(&spec.image_root)?,
+            upper: path_str(&upper)?,
+            work: path_str(&work)?,
+            merged: path_str(&merged)?,
+            loopback: spec.network == Network::Isolated,
+        },
+    };
+    // Everything fallible that needs no child is done before the clone.
+    let poll = Poll::new().context("creating a poll")?;
+    let waker = Arc::new(Waker::new(poll.registry(), WAKER).context("creating a waker")?);
     let mut cgroup = Cgroup::create(name, &spec.resources)?;
     let mut flags =
         libc::CLONE_NEWPID | libc::CLONE_NEWNS | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
@@ -199,37 +222,22 @@ pub fn start_with(spec: &SandboxSpec, stdio: Stdio, opts: &Options) -> Result<Na
         cgroup.remove().ok();
         e
     };
+    // Init builds the root filesystem while we move it into its cgroups.
+    if let Err(e) = send_message(&host_end, &Message::Start(Box::new(cfg))) {
+        return Err(abort(&mut cgroup, e));
+    }
     if let Err(e) = cgroup.add(pid as u32) {
         return Err(abort(&mut cgroup, e));
     }
-    let engine_port = (spec.network == Network::Isolated).then_some(spec.engine_addr.port());
-    let cfg = InitConfig {
-        hostname: name.clone(),
-        process: ProcessConfig {
-            args: spec.process.args.clone(),
-            env: spec.process.env.clone(),
-            cwd: spec.process.cwd.clone(),
-            uid: spec.process.user.uid,
-            gid: spec.process.user.gid,
-            additional_gids: spec.process.user.additional_gids.clone(),
-        },
-        engine_port,
-        setup: Setup::Namespace {
-            lower: path_str(&spec.image_root)?,
-            upper: path_str(&upper)?,
-            work: path_str(&work)?,
-            merged: path_str(&merged)?,
-            loopback: spec.network == Network::Isolated,
-        },
-    };
-    let decoder = match handshake(&host_end, cfg) {
+    if let Err(e) = send_message(&host_end, &Message::CgroupsReady) {
+        return Err(abort(&mut cgroup, e));
+    }
+    let decoder = match await_started(&host_end) {
         Ok(d) => d,
         Err(e) => return Err(abort(&mut cgroup, err!("worker {name}: {}", e.message()))),
     };
 
     let shared = Arc::new(Mutex::new(HostState::default()));
-    let poll = Poll::new().context("creating a poll")?;
-    let waker = Arc::new(Waker::new(poll.registry(), WAKER).context("creating a waker")?);
     let (tx, rx) = mpsc::channel();
     let thread_shared = shared.clone();
     let engine = spec.engine_addr;
@@ -262,14 +270,17 @@ fn path_str(p: &std::path::Path) -> Result<String> {
         .ok_or_else(|| err!("path {} is not UTF-8", p.display()))
 }
 
-/// Send `Start` and read until `Started` (or `Failed`); returns the decoder holding any bytes
-/// that followed.
-fn handshake(chan: &UnixStream, cfg: InitConfig) -> Result<Decoder> {
+/// Send one control message, blocking (before the channel thread takes over).
+fn send_message(chan: &UnixStream, msg: &Message) -> Result<()> {
     let mut out = Vec::new();
-    encode_message(&mut out, SANDBOX_STREAM, &Message::Start(Box::new(cfg)));
+    encode_message(&mut out, SANDBOX_STREAM, msg);
     (&*chan)
         .write_all(&out)
-        .context("sending the start message to init")?;
+        .context("sending the sandbox's configuration to init")
+}
+
+/// Read until `Started` (or `Failed`); returns the decoder holding any bytes that followed.
+fn await_started(chan: &UnixStream) -> Result<Decoder> {
     chan.set_read_timeout(Some(START_TIMEOUT)).ok();
     let mut dec = Decoder::new();
     let mut buf = [0u8; 16 << 10];
