@@ -200,6 +200,7 @@ fn worker_sees_only_its_own_processes_files_hostname_and_loopback() {
          echo '== net'; ls /sys/class/net; \
          echo '== write'; echo mine > /etc/written && echo ok; \
          echo '== cwd'; pwd; \
+         echo '== localhost'; ping -c1 -W1 localhost >/dev/null && echo ok; \
          echo '== cgroup'; cut -d: -f3 /proc/self/cgroup | sort -u; \
          echo '== end'",
         s = sentinel.display()
@@ -225,6 +226,7 @@ fn worker_sees_only_its_own_processes_files_hostname_and_loopback() {
     assert_eq!(section(&out, "net"), ["lo"]);
     assert_eq!(section(&out, "write"), ["ok"]);
     assert_eq!(section(&out, "cwd"), ["/workspace"]);
+    assert_eq!(section(&out, "localhost"), ["ok"], "{err}");
     // Its own cgroup namespace, rooted at the sandbox's cgroups: no host cgroup paths.
     assert_eq!(section(&out, "cgroup"), ["/"]);
     // The write landed in the worker's layer, not in the shared image.

@@ -194,12 +194,16 @@ fn setup(cfg: &InitConfig, chan: &UnixStream, dec: &mut Decoder) -> Result<()> {
             merged,
             loopback,
         } => {
-            mounts::build_root(&mounts::Layers {
-                lower,
-                upper,
-                work,
-                merged,
-            })?;
+            mounts::build_root(
+                &mounts::Layers {
+                    lower,
+                    upper,
+                    work,
+                    merged,
+                },
+                &cfg.hostname,
+                !*loopback,
+            )?;
             mounts::set_hostname(&cfg.hostname)?;
             if *loopback {
                 mounts::loopback_up()?;

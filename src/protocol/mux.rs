@@ -147,7 +147,11 @@ impl Mux {
         endpoint: Box<dyn Endpoint>,
     ) -> io::Result<u32> {
         let id = self.next_id;
-        self.next_id = self.next_id.wrapping_add(2).max(1);
+        // Keep the parity on wrap-around (0 is the sandbox stream, never a data stream).
+        self.next_id = match self.next_id.wrapping_add(2) {
+            0 => 2,
+            n => n,
+        };
         self.send(id, &Message::Open(request));
         self.streams.insert(id, Stream::new(None));
         self.attach(registry, id, endpoint)?;
