@@ -401,7 +401,8 @@ fn hardening_refuses_mount_kexec_and_namespaces() {
             "sh",
             "-c",
             "mount -t tmpfs x /mnt; echo rc=$?; cat /proc/keys | wc -c; \
-          echo x > /proc/sys/kernel/domainname; echo sysctl=$?",
+          echo x > /proc/sys/kernel/domainname; echo sysctl=$?; \
+          cat /proc/1/exe > /dev/null; echo init_exe=$?",
         ],
     );
     let (exit, out, err) = run(&s);
@@ -411,6 +412,9 @@ fn hardening_refuses_mount_kexec_and_namespaces() {
     // /proc/keys is masked: /dev/null reads as empty; /proc/sys is read-only.
     assert!(out.lines().any(|l| l.trim() == "0"), "{out}");
     assert!(out.contains("sysctl=1"), "{out}");
+    // Init runs the host's iii binary; the worker must not reach it through /proc/1/exe
+    // (it lacks init's capabilities, so ptrace-mode access to PID 1 is refused).
+    assert!(out.contains("init_exe=1"), "{out}");
     assert!(err.contains("Read-only file system"), "{err}");
 
     let Some(probe) = build_probe(&dir.0) else {

@@ -64,6 +64,12 @@ fn run() -> i32 {
     // The worker must not inherit the channel.
     // SAFETY: fcntl on our own fd.
     unsafe { libc::fcntl(INIT_CONTROL_FD, libc::F_SETFD, libc::FD_CLOEXEC) };
+    // As PID 1 of a namespace, a signal we neither handle nor block is dropped: block them
+    // first, so a SIGTERM that arrives during setup still reaches the worker.
+    let signals = match block_signals() {
+        Ok(fd) => fd,
+        Err(e) => return setup_failed(&chan, e),
+    };
     let mut decoder = Decoder::new();
     let cfg = match read_until(&chan, &mut decoder, |m| match m {
         Message::Start(cfg) => Some(*cfg),
@@ -74,10 +80,6 @@ fn run() -> i32 {
             eprintln!("iii-init: {e}");
             return 1;
         }
-    };
-    let signals = match block_signals() {
-        Ok(fd) => fd,
-        Err(e) => return setup_failed(&chan, e),
     };
     if let Err(e) = setup(&cfg, &chan, &mut decoder) {
         return setup_failed(&chan, e);
