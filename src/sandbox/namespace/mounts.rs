@@ -343,10 +343,10 @@ pub fn loopback_up() -> Result<()> {
     }
     // SAFETY: the ioctls read/write the ifreq we own; the union field is the flags word.
     let r = unsafe {
-        let mut r = libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req);
+        let mut r = libc::ioctl(fd, libc::SIOCGIFFLAGS as _, &mut req);
         if r >= 0 {
             req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
-            r = libc::ioctl(fd, libc::SIOCSIFFLAGS, &req);
+            r = libc::ioctl(fd, libc::SIOCSIFFLAGS as _, &req);
         }
         r
     };
