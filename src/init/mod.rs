@@ -260,6 +260,10 @@ fn serve(
     let initial = mux.drain_decoded(poll.registry());
     let mut pending: Vec<MuxEvent> = initial;
     loop {
+        if mux.is_closed() {
+            // The host side is gone: take the whole sandbox down with us.
+            return Ok(137);
+        }
         for ev in pending.drain(..) {
             match ev {
                 MuxEvent::Message {

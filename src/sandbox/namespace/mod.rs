@@ -414,8 +414,13 @@ impl NamespaceSandbox {
     }
 
     fn reap(&mut self) -> Result<WorkerExit> {
-        let status = process::wait_pid(self.pid)
-            .with_context(|| format!("worker {}: waiting for init", self.name))?;
+        let status = match process::wait_pid(self.pid) {
+            Ok(s) => Some(s),
+            // Someone else reaped init (an owner's waitpid(-1)): it is gone all the same, and
+            // the channel still tells how the worker ended.
+            Err(e) if e.raw_os_error() == Some(libc::ECHILD) => None,
+            Err(e) => return Err(err!("worker {}: waiting for init: {e}", self.name)),
+        };
         if let Some(t) = self.thread.take() {
             t.join().ok();
         }
@@ -423,12 +428,18 @@ impl NamespaceSandbox {
         let reported = self.shared.lock().ok().and_then(|s| s.exit);
         let exit = match (reported, status) {
             (Some(ExitStatus::Code(c)), _) => WorkerExit::Code(c),
-            (Some(ExitStatus::Signal(s)), _) | (None, Status::Signaled(s)) => WorkerExit::Signal {
-                signal: s,
-                oom_killed: s == libc::SIGKILL && oom,
-            },
-            (None, Status::Exited(c)) => WorkerExit::SandboxFailed(format!(
+            (Some(ExitStatus::Signal(s)), _) | (None, Some(Status::Signaled(s))) => {
+                WorkerExit::Signal {
+                    signal: s,
+                    oom_killed: s == libc::SIGKILL && oom,
+                }
+            }
+            (None, Some(Status::Exited(c))) => WorkerExit::SandboxFailed(format!(
                 "init of worker {} exited with status {c} without reporting the worker's exit",
+                self.name
+            )),
+            (None, None) => WorkerExit::SandboxFailed(format!(
+                "init of worker {} was reaped elsewhere before reporting the worker's exit",
                 self.name
             )),
         };
