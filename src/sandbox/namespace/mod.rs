@@ -218,9 +218,15 @@ pub fn start_with(spec: &SandboxSpec, stdio: Stdio, opts: &Options) -> Result<Na
     // From here a failure must not leave init behind.
     let abort = |cgroup: &mut Cgroup, e: crate::Error| -> crate::Error {
         process::kill(pid, libc::SIGKILL).ok();
-        process::wait_pid(pid).ok();
+        let status = process::wait_pid(pid);
         cgroup.remove().ok();
-        e
+        match status {
+            Ok(Status::Exited(c)) => err!("{} (init exited with status {c})", e.message()),
+            Ok(Status::Signaled(s)) if s != libc::SIGKILL => {
+                err!("{} (init was killed by signal {s})", e.message())
+            }
+            _ => e,
+        }
     };
     // Init builds the root filesystem while we move it into its cgroups.
     if let Err(e) = send_message(&host_end, &Message::Start(Box::new(cfg))) {
