@@ -134,8 +134,15 @@ impl ControlHandle {
 }
 
 /// Start a sandbox for `spec`: returns once the worker process is running (or its exec failed,
-/// which `wait` then reports as exit 127/126). Must be called from a thread that lives as long
-/// as the sandbox: init is killed when that thread exits.
+/// which `wait` then reports as exit 127/126, with the reason on the worker's stderr).
+///
+/// The caller's contract:
+/// - call it from a thread that lives as long as the sandbox: init is killed when that
+///   thread exits (PR_SET_PDEATHSIG follows the thread);
+/// - run as the `iii` binary (init is `/proc/self/exe`), or name it in [`Options::init_exe`];
+/// - end with [`Sandbox::wait`] or by dropping the sandbox (which kills it): that removes the
+///   cgroups. If the process dies first, the next start of the same worker sweeps them;
+/// - do not reap init yourself (`waitpid(-1)`): `wait` needs its status.
 pub fn start(spec: &SandboxSpec, stdio: Stdio) -> Result<NamespaceSandbox> {
     start_with(spec, stdio, &Options::default())
 }
