@@ -798,6 +798,22 @@ fn limits_reach_the_cgroups_and_a_control_channel_signal_reaches_the_worker() {
         assert_eq!(read("cpu.cfs_period_us").unwrap(), "100000");
     }
     assert_eq!(read("pids.max").unwrap(), "100");
+    // Streams the host opens reach init, which refuses kinds it does not serve, and the
+    // opener is told why.
+    let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+    a.set_nonblocking(true).unwrap();
+    let (id, replies) =
+        r.sb.control()
+            .open(
+                iii::protocol::OpenRequest::EngineLink,
+                Box::new(mio::net::UnixStream::from_std(a)),
+            )
+            .unwrap();
+    assert_eq!(id % 2, 0, "host-opened streams are even");
+    match replies.recv_timeout(Duration::from_secs(10)).unwrap() {
+        iii::protocol::Message::OpenFailed { message } => assert!(message.contains("init")),
+        other => panic!("unexpected reply {other:?}"),
+    }
     // The host can also signal through the control channel instead of kill(2).
     r.sb.control()
         .send(

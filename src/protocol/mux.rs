@@ -301,8 +301,13 @@ impl Mux {
                             request,
                         });
                     }
-                    Ok(Message::OpenFailed { .. }) if id != 0 => {
+                    Ok(message @ Message::OpenFailed { .. }) if id != 0 => {
+                        // The stream is gone; the opener still learns why.
                         self.remove(registry, id);
+                        events.push(MuxEvent::Message {
+                            stream: id,
+                            message,
+                        });
                     }
                     Ok(message) => events.push(MuxEvent::Message {
                         stream: id,
@@ -633,5 +638,11 @@ mod tests {
             host.turn();
         }
         assert_eq!(init.mux.stream_count(), 0);
+        assert!(init.got.contains(&MuxEvent::Message {
+            stream: id,
+            message: Message::OpenFailed {
+                message: "engine down".into()
+            }
+        }));
     }
 }

@@ -351,8 +351,12 @@ fn host_loop(
                     }
                 }
                 MuxEvent::Message { stream, message } => {
+                    let last = matches!(message, Message::OpenFailed { .. });
                     if let Some(tx) = routes.get(&stream) {
                         tx.send(message).ok();
+                    }
+                    if last {
+                        routes.remove(&stream);
                     }
                 }
                 MuxEvent::Open {
