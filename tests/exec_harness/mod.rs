@@ -49,31 +49,8 @@ pub fn skip_reason() -> Option<String> {
     None
 }
 
-/// Keep fd 3 taken in this test process. `namespace::clone_init` dup2()s the control channel
-/// onto fd 3 in the child before it execveat()s the init binary by fd; when that binary's own
-/// fd happens to be 3 (a free number in a busy test process), it is clobbered and init never
-/// starts ("sending the start message to init: Broken pipe"). Reported to the sandbox's owner;
-/// until it is fixed there, fd 3 is kept busy here. `open` hands out the lowest free number
-/// atomically, so this never takes a number another thread holds.
-fn reserve_fd_3() {
-    static HELD: AtomicBool = AtomicBool::new(false);
-    if HELD.load(Ordering::SeqCst) {
-        return;
-    }
-    // SAFETY: open and close on our own fd.
-    unsafe {
-        let f = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
-        if f == 3 {
-            HELD.store(true, Ordering::SeqCst);
-        } else if f >= 0 {
-            libc::close(f);
-        }
-    }
-}
-
 impl Worker {
     pub fn start() -> Worker {
-        reserve_fd_3();
         let id = format!(
             "{}-{}-{}",
             std::process::id(),
