@@ -329,3 +329,59 @@ fn a_closed_local_stdout_ends_the_command() {
         "yes still runs inside"
     );
 }
+
+#[test]
+fn execs_run_with_the_workers_identity_and_restrictions() {
+    if let Some(why) = skip_reason() {
+        eprintln!("SKIP: {why}");
+        return;
+    }
+    for user in [
+        iii::sandbox::User::default(),
+        iii::sandbox::User {
+            uid: 1000,
+            gid: 1000,
+            additional_gids: vec![],
+        },
+    ] {
+        let w = Worker::start_as(user.clone());
+        let out = w.exec(&[WORKER, "--", "cat", "/proc/self/status"], b"");
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        let worker = std::fs::read_to_string(format!("/proc/{}/status", w.worker_pid())).unwrap();
+        let pick = |status: &str| -> Vec<String> {
+            status
+                .lines()
+                .filter(|l| {
+                    [
+                        "Uid:",
+                        "Gid:",
+                        "Groups:",
+                        "CapBnd:",
+                        "CapEff:",
+                        "CapPrm:",
+                        "NoNewPrivs:",
+                        "Seccomp:",
+                    ]
+                    .iter()
+                    .any(|k| l.starts_with(k))
+                })
+                .map(str::to_string)
+                .collect()
+        };
+        let (mine, theirs) = (pick(&text(&out.stdout)), pick(&worker));
+        assert_eq!(mine.len(), 8, "{mine:?}");
+        assert_eq!(mine, theirs, "exec vs worker (uid {})", user.uid);
+        assert!(mine
+            .iter()
+            .any(|l| l.starts_with("Seccomp:") && l.ends_with('2')));
+        assert!(mine
+            .iter()
+            .any(|l| l == &format!("Uid:\t{0}\t{0}\t{0}\t{0}", user.uid)));
+        // Same namespaces as the worker: its hostname, its PID namespace (init is PID 1).
+        let out = w.exec(
+            &[WORKER, "--", "sh", "-c", "hostname; cat /proc/1/comm"],
+            b"",
+        );
+        assert_eq!(text(&out.stdout), format!("{WORKER}\niii\n"));
+    }
+}

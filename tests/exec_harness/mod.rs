@@ -51,6 +51,11 @@ pub fn skip_reason() -> Option<String> {
 
 impl Worker {
     pub fn start() -> Worker {
+        Worker::start_as(User::default())
+    }
+
+    /// A worker whose process runs as `user` (execs then run as that user too).
+    pub fn start_as(user: User) -> Worker {
         let id = format!(
             "{}-{}-{}",
             std::process::id(),
@@ -72,7 +77,11 @@ impl Worker {
                 let _ = std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet));
             }
         }
-        std::fs::write(rootfs.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
+        std::fs::write(
+            rootfs.join("etc/passwd"),
+            "root:x:0:0:root:/root:/bin/sh\nworker:x:1000:1000::/workspace:/bin/sh\n",
+        )
+        .unwrap();
         std::fs::write(rootfs.join("etc/group"), "root:x:0:\n").unwrap();
         // A file that exists but is not executable (126).
         std::fs::write(rootfs.join("data/notexec"), "#!/bin/sh\necho hi\n").unwrap();
@@ -96,7 +105,7 @@ impl Worker {
                     ("HOME".into(), "/root".into()),
                 ],
                 cwd: "/".into(),
-                user: User::default(),
+                user,
             },
             resources: Resources::default(),
             network: Network::Isolated,
@@ -222,6 +231,14 @@ impl Worker {
             pids.push(pid);
         }
         pids
+    }
+
+    /// Host PID of the worker process (init's child).
+    pub fn worker_pid(&self) -> i32 {
+        let init = self.sandbox.as_ref().unwrap().pid();
+        let children =
+            std::fs::read_to_string(format!("/proc/{init}/task/{init}/children")).unwrap();
+        children.split_whitespace().next().unwrap().parse().unwrap()
     }
 
     /// Wait until `cond` holds, up to `limit`.
