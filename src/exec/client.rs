@@ -239,7 +239,7 @@ pub fn run(conn: UnixStream, req: ExecRequest, opts: Options) -> Result<i32> {
     let tty = req.tty.is_some();
     // SAFETY: fd 0 stays open for the life of the process.
     let stdin_fd = unsafe { BorrowedFd::borrow_raw(0) };
-    let _raw = if tty && std::io::IsTerminal::is_terminal(&stdin_fd) {
+    let raw = if tty && std::io::IsTerminal::is_terminal(&stdin_fd) {
         Some(RawMode::enable(stdin_fd)?)
     } else {
         None
@@ -321,6 +321,7 @@ pub fn run(conn: UnixStream, req: ExecRequest, opts: Options) -> Result<i32> {
         stdin_credit: INITIAL_CREDIT as u64,
         outs,
         tty,
+        keys: raw.is_some(),
         ctrl_c: CtrlC::default(),
         deadline: opts.timeout.map(|t| Instant::now() + t),
         forced: None,
@@ -353,6 +354,9 @@ struct Client {
     stdin_credit: u64,
     outs: [Sink; 2],
     tty: bool,
+    /// stdin is the local terminal in raw mode: a 0x03 byte is the user pressing Ctrl-C (in
+    /// piped input it is just data).
+    keys: bool,
     ctrl_c: CtrlC,
     deadline: Option<Instant>,
     /// iii killed the command and exits with this code (124 timeout, 130 Ctrl-C twice).
@@ -521,7 +525,7 @@ impl Client {
             if n > 0 {
                 let n = n as usize;
                 self.stdin_credit -= n as u64;
-                if self.tty {
+                if self.keys {
                     for _ in buf[..n].iter().filter(|b| **b == CTRL_C) {
                         self.ctrl_c();
                     }
