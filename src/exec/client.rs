@@ -47,19 +47,11 @@ pub fn connect(sock: &Path) -> Result<Option<UnixStream>> {
     };
     conn.write_all(b"{\"op\":\"exec\"}\n")
         .map_err(|e| err!("writing to {}: {e}", sock.display()))?;
-    // The reply is one JSON line; read it byte by byte so no frame after it is consumed.
-    let mut line = Vec::new();
-    let mut b = [0u8; 1];
-    loop {
-        match conn.read(&mut b) {
-            Ok(0) => return Ok(None),
-            Ok(_) if b[0] == b'\n' => break,
-            Ok(_) if line.len() < 64 << 10 => line.push(b[0]),
-            Ok(_) => return Err(err!("reply from {} is too long", sock.display())),
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => return Err(err!("reading from {}: {e}", sock.display())),
-        }
-    }
+    // The reply is one JSON line. Peek, then take exactly the line, so nothing after it (the
+    // first frames) is consumed here.
+    let line =
+        read_line_exactly(&mut conn).map_err(|e| err!("reading from {}: {e}", sock.display()))?;
+    let Some(line) = line else { return Ok(None) };
     #[derive(serde::Deserialize)]
     struct Reply {
         ok: bool,
@@ -72,6 +64,46 @@ pub fn connect(sock: &Path) -> Result<Option<UnixStream>> {
         return Err(Error::new(reply.message));
     }
     Ok(Some(conn))
+}
+
+/// One `\n`-terminated line from a stream socket, without reading past it; `None` at EOF.
+fn read_line_exactly(conn: &mut UnixStream) -> std::io::Result<Option<Vec<u8>>> {
+    const MAX: usize = 64 << 10;
+    let mut line = Vec::new();
+    let mut buf = vec![0u8; 4096];
+    loop {
+        // SAFETY: recv into a valid buffer of `buf.len()` bytes.
+        let n = unsafe {
+            libc::recv(
+                conn.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                libc::MSG_PEEK,
+            )
+        };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            return Ok(None);
+        }
+        let n = n as usize;
+        let take = buf[..n].iter().position(|b| *b == b'\n').map(|i| i + 1);
+        let want = take.unwrap_or(n);
+        conn.read_exact(&mut buf[..want])?;
+        line.extend_from_slice(&buf[..want]);
+        if take.is_some() {
+            line.pop();
+            return Ok(Some(line));
+        }
+        if line.len() > MAX {
+            return Err(std::io::Error::other("the reply line is too long"));
+        }
+    }
 }
 
 /// The size to give a remote terminal: the local one's, else 24×80.
