@@ -222,96 +222,139 @@ fn emit(out: &mut dyn Write, record: &[u8], timestamps: bool) -> io::Result<()> 
     Ok(())
 }
 
-/// The last `n` records of `path` (fewer if it holds fewer), read backwards in chunks so a
-/// large log is not read whole.
-fn last_records(path: &Path, n: usize) -> Result<Vec<Vec<u8>>> {
-    let mut file = match File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(crate::err!("opening {}: {e}", path.display())),
-    };
-    let len = file
-        .metadata()
-        .with_context(|| format!("reading {}", path.display()))?
-        .len();
+/// Where the last `n` records of the first `len` bytes of `file` begin, and how many records
+/// that is (fewer than `n` when the file holds fewer). Reads backwards in chunks, so a large
+/// log is not read whole.
+fn tail_offset(file: &mut File, len: u64, n: usize) -> io::Result<(u64, usize)> {
+    if n == 0 || len == 0 {
+        return Ok((len, 0));
+    }
+    let mut buf = vec![0u8; 64 * 1024];
     let mut end = len;
-    let mut tail: Vec<u8> = Vec::new();
-    // Count newlines from the end; the file's last byte is normally the final record's newline.
-    loop {
-        let newlines = tail.iter().filter(|&&b| b == b'\n').count();
-        let trailing = usize::from(tail.last() == Some(&b'\n'));
-        if end == 0 || newlines >= n + trailing {
-            break;
+    let mut found = 0usize;
+    // The newline ending the last record does not start a record.
+    let mut skip_final = true;
+    while end > 0 {
+        let start = end.saturating_sub(buf.len() as u64);
+        let chunk = &mut buf[..(end - start) as usize];
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(chunk)?;
+        for i in (0..chunk.len()).rev() {
+            if chunk[i] != b'\n' {
+                skip_final = false;
+                continue;
+            }
+            if skip_final {
+                skip_final = false;
+                continue;
+            }
+            found += 1;
+            if found == n {
+                return Ok((start + i as u64 + 1, found));
+            }
         }
-        let start = end.saturating_sub(64 * 1024);
-        let mut chunk = vec![0u8; (end - start) as usize];
-        file.seek(SeekFrom::Start(start))
-            .and_then(|_| file.read_exact(&mut chunk))
-            .with_context(|| format!("reading {}", path.display()))?;
-        chunk.extend_from_slice(&tail);
-        tail = chunk;
         end = start;
     }
-    let mut records: Vec<Vec<u8>> = tail
-        .split_inclusive(|&b| b == b'\n')
-        .map(<[u8]>::to_vec)
-        .collect();
-    // The first piece may be the end of a record cut by the chunk boundary.
-    if end > 0 && !records.is_empty() {
-        records.remove(0);
+    // Reached the start: the first record counts too.
+    Ok((0, found + usize::from(!skip_final)))
+}
+
+/// Print the records in `file[from..to]`.
+fn stream(
+    file: &mut File,
+    from: u64,
+    to: u64,
+    timestamps: bool,
+    out: &mut dyn Write,
+) -> Result<()> {
+    use std::io::BufRead;
+    file.seek(SeekFrom::Start(from))
+        .context("reading the log")?;
+    let mut r = io::BufReader::new(file.take(to - from));
+    let mut rec = Vec::new();
+    loop {
+        rec.clear();
+        if r.read_until(b'\n', &mut rec).context("reading the log")? == 0 {
+            return Ok(());
+        }
+        emit(out, &rec, timestamps).context("writing logs to stdout")?;
     }
-    let skip = records.len().saturating_sub(n);
-    Ok(records.split_off(skip))
+}
+
+fn open_with_len(path: &Path) -> Result<Option<(File, u64)>> {
+    match File::open(path) {
+        Ok(f) => {
+            let len = f
+                .metadata()
+                .with_context(|| format!("reading {}", path.display()))?
+                .len();
+            Ok(Some((f, len)))
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(crate::err!("opening {}: {e}", path.display())),
+    }
 }
 
 /// Print the stored log (rotated part first), honouring `--tail` and `--timestamps`.
 pub fn print(worker_dir: &Path, opts: ReadOptions, out: &mut dyn Write) -> Result<()> {
-    let cur = current_path(worker_dir);
-    let old = rotated_path(worker_dir);
-    let records = match opts.tail {
-        Some(n) => {
-            let mut recs = last_records(&cur, n)?;
-            if recs.len() < n {
-                let mut older = last_records(&old, n - recs.len())?;
-                older.append(&mut recs);
-                recs = older;
-            }
-            recs
-        }
-        None => {
-            let mut recs = all_records(&old)?;
-            recs.append(&mut all_records(&cur)?);
-            recs
-        }
+    let mut cur = open_with_len(&current_path(worker_dir))?;
+    print_upto(worker_dir, cur.as_mut().map(|(f, l)| (f, *l)), opts, out)
+}
+
+/// Print the rotated log and the first `len` bytes of the already opened current log.
+fn print_upto(
+    worker_dir: &Path,
+    cur: Option<(&mut File, u64)>,
+    opts: ReadOptions,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let mut old = open_with_len(&rotated_path(worker_dir))?;
+    let want = opts.tail.unwrap_or(usize::MAX);
+    let mut cur = cur;
+    let (cur_from, have) = match cur.as_mut() {
+        Some((f, len)) => tail_offset(f, *len, want).context("reading the log")?,
+        None => (0, 0),
     };
-    for r in records {
-        emit(out, &r, opts.timestamps).context("writing logs to stdout")?;
+    if have < want {
+        if let Some((f, len)) = old.as_mut() {
+            let (from, _) = tail_offset(f, *len, want - have).context("reading the log")?;
+            stream(f, from, *len, opts.timestamps, out)?;
+        }
+    }
+    if let Some((f, len)) = cur {
+        stream(f, cur_from, len, opts.timestamps, out)?;
     }
     out.flush().context("writing logs to stdout")?;
     Ok(())
 }
 
-fn all_records(path: &Path) -> Result<Vec<Vec<u8>>> {
-    match std::fs::read(path) {
-        Ok(data) => Ok(data
-            .split_inclusive(|&b| b == b'\n')
-            .map(<[u8]>::to_vec)
-            .collect()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(e) => Err(crate::err!("reading {}: {e}", path.display())),
-    }
-}
-
-/// Follow `log` from its current end (after [`print`] showed what was there), across worker
-/// restarts and rotations, until `keep_going` returns false (the CLI runs until Ctrl-C).
-pub fn follow(
+/// `logs --follow`: print what is stored (as [`print`]), then follow `log` across worker
+/// restarts and rotations until `keep_going` returns false (the CLI runs until Ctrl-C).
+/// Nothing written between the two steps is lost or shown twice: both read one open file.
+pub fn follow_from(
     worker_dir: &Path,
-    timestamps: bool,
+    opts: ReadOptions,
     out: &mut dyn Write,
     keep_going: &dyn Fn() -> bool,
 ) -> Result<()> {
     let path = current_path(worker_dir);
-    let mut open = open_at_end(&path)?;
+    let mut open = match open_with_len(&path)? {
+        Some((mut f, len)) => {
+            let id = f
+                .metadata()
+                .map(|m| (m.dev(), m.ino()))
+                .with_context(|| format!("reading {}", path.display()))?;
+            print_upto(worker_dir, Some((&mut f, len)), opts, out)?;
+            f.seek(SeekFrom::Start(len))
+                .with_context(|| format!("reading {}", path.display()))?;
+            Some((f, id))
+        }
+        None => {
+            print_upto(worker_dir, None, opts, out)?;
+            None
+        }
+    };
+    let timestamps = opts.timestamps;
     let mut partial: Vec<u8> = Vec::new();
     while keep_going() {
         let mut progressed = match open.as_mut() {
@@ -367,21 +410,6 @@ fn drain(
         out.flush().context("writing logs to stdout")?;
     }
     Ok(any)
-}
-
-fn open_at_end(path: &Path) -> Result<Option<(File, (u64, u64))>> {
-    match File::open(path) {
-        Ok(mut f) => {
-            let m = f
-                .metadata()
-                .with_context(|| format!("reading {}", path.display()))?;
-            f.seek(SeekFrom::End(0))
-                .with_context(|| format!("reading {}", path.display()))?;
-            Ok(Some((f, (m.dev(), m.ino()))))
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(crate::err!("opening {}: {e}", path.display())),
-    }
 }
 
 #[cfg(test)]
@@ -519,9 +547,15 @@ mod tests {
         let (dir2, stop2) = (d.clone(), stop.clone());
         let reader = std::thread::spawn(move || {
             let mut out = Vec::new();
-            follow(&dir2, false, &mut out, &|| {
-                !stop2.load(std::sync::atomic::Ordering::SeqCst)
-            })
+            follow_from(
+                &dir2,
+                ReadOptions {
+                    tail: Some(0),
+                    timestamps: false,
+                },
+                &mut out,
+                &|| !stop2.load(std::sync::atomic::Ordering::SeqCst),
+            )
             .unwrap();
             String::from_utf8(out).unwrap()
         });
