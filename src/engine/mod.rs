@@ -7,6 +7,11 @@
 //! - [`spec`]: the worker process (argv, env, user) from image and config, backend-independent.
 //! - [`logs`], [`state`], [`control`], [`lock`]: the files and sockets under `.iii/`.
 
+use std::time::Duration;
+
+use crate::project::Project;
+use crate::Result;
+
 pub mod backend;
 pub mod control;
 pub mod lifecycle;
@@ -16,3 +21,10 @@ pub mod monitor;
 pub mod spec;
 pub mod state;
 pub mod supervisor;
+
+pub use lifecycle::{stop_worker, StopOutcome};
+
+/// Stop `name` (if it runs) before `remove` deletes its state, with the default grace period.
+pub fn stop_for_removal(project: &Project, name: &str) -> Result<()> {
+    stop_worker(project, name, Duration::from_secs(10)).map(|_| ())
+}
