@@ -228,8 +228,12 @@ fn run(args: &Args, ready: &mut Ready) -> Result<()> {
         let _ = std::thread::Builder::new()
             .stack_size(THREAD_STACK)
             .spawn(move || {
-                for _ in signals.forever() {
-                    // Whoever signals the monitor means "stop this worker".
+                for sig in signals.forever() {
+                    // A detached monitor has no terminal: a stray SIGHUP means nothing.
+                    if sig == libc::SIGHUP {
+                        continue;
+                    }
+                    // Whoever else signals the monitor means "stop this worker".
                     let sh = shared.clone();
                     let _ = std::thread::Builder::new()
                         .stack_size(THREAD_STACK)

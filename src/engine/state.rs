@@ -117,7 +117,13 @@ pub fn write(worker_dir: &Path, state: &WorkerState) -> Result<()> {
     let tmp = worker_dir.join(format!(".state.json.{}", std::process::id()));
     let data = serde_json::to_vec(state).context("encoding worker state")?;
     let res = (|| -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::File::options()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
         f.write_all(&data)?;
         f.sync_all()?;
         std::fs::rename(&tmp, &p)
