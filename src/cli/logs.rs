@@ -3,6 +3,8 @@
 use argh::FromArgs;
 
 use super::Ctx;
+use std::io::Write;
+
 use crate::config::Config;
 use crate::engine::logs;
 
@@ -34,18 +36,44 @@ pub fn run(ctx: &Ctx, args: Args) -> crate::Result<i32> {
             ctx.project.config_path.display()
         ));
     }
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
+    let mut out = Stdout {
+        inner: std::io::stdout().lock(),
+        closed: false,
+    };
     let opts = logs::ReadOptions {
         tail: args.tail,
         timestamps: args.timestamps,
     };
-    if args.follow {
+    let res = if args.follow {
         // Whatever is on disk now, then everything that follows, until Ctrl-C (which ends the
         // process by its default action: nothing to clean up).
-        logs::follow_from(&dir, opts, &mut out, &|| true)?;
+        logs::follow_from(&dir, opts, &mut out, &|| true)
     } else {
-        logs::print(&dir, opts, &mut out)?;
+        logs::print(&dir, opts, &mut out)
+    };
+    match res {
+        // `iii worker logs w | head`: the reader had enough; that is not a failure.
+        Err(_) if out.closed => Ok(0),
+        Err(e) => Err(e),
+        Ok(()) => Ok(0),
     }
-    Ok(0)
+}
+
+/// Standard output that remembers whether the reader went away (EPIPE).
+struct Stdout<W: Write> {
+    inner: W,
+    closed: bool,
+}
+
+impl<W: Write> Write for Stdout<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let r = self.inner.write(buf);
+        self.closed |= matches!(&r, Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe);
+        r
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        let r = self.inner.flush();
+        self.closed |= matches!(&r, Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe);
+        r
+    }
 }

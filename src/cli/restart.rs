@@ -10,7 +10,7 @@ use crate::engine::lifecycle;
 #[argh(subcommand, name = "restart")]
 pub struct Args {
     /// worker names
-    #[argh(positional, greedy)]
+    #[argh(positional)]
     pub names: Vec<String>,
     /// seconds to wait after SIGTERM before SIGKILL (default 10)
     #[argh(option, short = 't', default = "10")]

@@ -10,7 +10,7 @@ use crate::engine::lifecycle;
 #[argh(subcommand, name = "start")]
 pub struct Args {
     /// worker names
-    #[argh(positional, greedy)]
+    #[argh(positional)]
     pub names: Vec<String>,
 }
 

@@ -136,7 +136,6 @@ pub fn run(project: &Project) -> Result<i32> {
         slots: Mutex::new(HashMap::new()),
         threads: Mutex::new(Vec::new()),
     });
-    adopt_detached(&engine, &config);
     for entry in &config.workers {
         engine.add(entry.clone(), true);
     }
@@ -160,22 +159,14 @@ pub fn run(project: &Project) -> Result<i32> {
     Ok(0)
 }
 
-/// Workers started by `iii worker start` before the engine ran are stopped, so the engine
-/// starts them again under its supervision.
-fn adopt_detached(engine: &Engine, config: &Config) {
-    for w in &config.workers {
-        let dir = engine.project.worker_dir(&w.name);
-        let Ok(st) = state::read(&dir) else { continue };
-        if matches!(st.status, state::Status::Running | state::Status::Starting)
-            && st.monitor_alive()
-        {
-            eprintln!(
-                "{}: running without an engine; restarting it under the engine",
-                w.name
-            );
-            if let Err(e) = lifecycle::stop_monitor(&dir, &st, STOP_TIMEOUT) {
-                eprintln!("error: worker {}: {e}", w.name);
-            }
+/// A worker started by `iii worker start` before the engine ran is stopped first, so the
+/// engine starts it again under its own supervision.
+fn adopt_detached(dir: &std::path::Path, name: &str) {
+    let Ok(st) = state::read(dir) else { return };
+    if matches!(st.status, state::Status::Running | state::Status::Starting) && st.monitor_alive() {
+        eprintln!("{name}: running without an engine; restarting it under the engine");
+        if let Err(e) = lifecycle::stop_monitor(dir, &st, STOP_TIMEOUT) {
+            eprintln!("error: worker {name}: {e}");
         }
     }
 }
@@ -213,6 +204,7 @@ impl Engine {
     /// The supervisor loop of one worker.
     fn supervise(&self, slot: &Slot) {
         let dir = self.project.worker_dir(&slot.name);
+        adopt_detached(&dir, &slot.name);
         let mut backoff = BACKOFF_FIRST;
         loop {
             let restarts = {
