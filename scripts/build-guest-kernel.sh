@@ -1,0 +1,48 @@
+#!/bin/sh
+# Build a minimal x86_64 guest kernel for iii's `vm` backend from Debian's linux-source package:
+# virtio-mmio (devices given on the command line), virtio-blk, virtio-console, virtio-vsock,
+# 8250 serial console, ext2/ext4/erofs/overlayfs, initramfs, PVH entry; no modules, no PCI/ACPI.
+#
+# Usage: scripts/build-guest-kernel.sh [OUTDIR]   (default: target/guest-kernel)
+# Produces OUTDIR/bzImage and OUTDIR/vmlinux. Takes a while (tens of minutes on 2 cores).
+# Then: III_TEST_KERNEL=OUTDIR/bzImage cargo test --test vm_linux
+set -eu
+
+OUT=$(realpath -m "${1:-target/guest-kernel}")
+mkdir -p "$OUT"
+WORK="$OUT/src"
+
+need="linux-source build-essential bc bison flex libelf-dev libssl-dev cpio xz-utils"
+missing=""
+for p in $need; do
+    dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+    echo "installing:$missing" >&2
+    apt-get install -y --no-install-recommends $missing
+fi
+
+TARBALL=$(ls /usr/src/linux-source-*.tar.xz | sort -V | tail -n 1)
+if [ ! -d "$WORK" ]; then
+    mkdir -p "$WORK"
+    tar -xf "$TARBALL" -C "$WORK" --strip-components=1
+fi
+cd "$WORK"
+
+make -s tinyconfig
+on() { for o in "$@"; do scripts/config --enable "$o"; done; }
+off() { for o in "$@"; do scripts/config --disable "$o"; done; }
+on 64BIT SMP PRINTK BUG TTY MULTIUSER POSIX_TIMERS FUTEX EPOLL SIGNALFD TIMERFD EVENTFD SHMEM \
+   FILE_LOCKING BINFMT_ELF BINFMT_SCRIPT PROC_FS SYSFS TMPFS DEVTMPFS DEVTMPFS_MOUNT \
+   BLK_DEV_INITRD RD_GZIP BLOCK BLK_DEV \
+   HYPERVISOR_GUEST PARAVIRT KVM_GUEST PVH \
+   SERIAL_8250 SERIAL_8250_CONSOLE \
+   VIRTIO_MENU VIRTIO VIRTIO_MMIO VIRTIO_MMIO_CMDLINE_DEVICES VIRTIO_BLK VIRTIO_CONSOLE \
+   NET INET UNIX VSOCKETS VIRTIO_VSOCKETS \
+   EXT2_FS EXT4_FS EROFS_FS OVERLAY_FS \
+   NAMESPACES UTS_NS IPC_NS PID_NS NET_NS CGROUPS SECCOMP
+off MODULES PCI ACPI SOUND DRM USB WLAN WIRELESS
+make -s olddefconfig
+make -s -j"$(nproc)" bzImage vmlinux
+cp arch/x86/boot/bzImage vmlinux "$OUT/"
+echo "guest kernel: $OUT/bzImage ($(du -h "$OUT/bzImage" | cut -f1)), $OUT/vmlinux"

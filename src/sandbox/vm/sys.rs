@@ -1,0 +1,68 @@
+//! The few non-KVM syscalls the VMM needs, behind safe functions: `poll` for device threads and
+//! the signal that kicks a vCPU thread out of `KVM_RUN`.
+
+use std::io;
+use std::os::fd::RawFd;
+use std::sync::Once;
+
+/// Wait until any of `fds` is readable (or hung up); returns one flag per fd. `timeout_ms` < 0
+/// waits forever. EINTR counts as "nothing ready".
+pub fn poll_readable(fds: &[RawFd], timeout_ms: i32) -> io::Result<Vec<bool>> {
+    let mut pfds: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|&fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    // SAFETY: `pfds` is a live, correctly sized array of pollfd for the duration of the call.
+    let r = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, timeout_ms) };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::EINTR) {
+            return Ok(vec![false; fds.len()]);
+        }
+        return Err(e);
+    }
+    Ok(pfds.iter().map(|p| p.revents != 0 && p.fd >= 0).collect())
+}
+
+/// The signal used to interrupt `KVM_RUN` in a vCPU thread.
+pub fn kick_signal() -> i32 {
+    libc::SIGRTMIN()
+}
+
+extern "C" fn noop_handler(_: libc::c_int) {}
+
+/// Install a handler for [`kick_signal`] that does nothing, so delivery interrupts the ioctl
+/// (EINTR) instead of killing the process. Idempotent.
+pub fn install_kick_handler() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: a zeroed sigaction with a valid handler address and an empty mask is a valid
+        // argument; the handler is async-signal-safe (it does nothing). No SA_RESTART, so the
+        // interrupted KVM_RUN returns EINTR.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = noop_handler as *const () as usize;
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(kick_signal(), &sa, std::ptr::null_mut());
+        }
+    });
+}
+
+/// The calling thread's pthread handle, for [`kick_thread`].
+pub fn current_thread() -> libc::pthread_t {
+    // SAFETY: always safe to call.
+    unsafe { libc::pthread_self() }
+}
+
+/// Send the kick signal to `thread`.
+///
+/// # Safety
+/// `thread` must be a thread that has not been joined yet (its handle still valid).
+pub unsafe fn kick_thread(thread: libc::pthread_t) {
+    // SAFETY: per the caller's contract the handle is valid; the signal has a no-op handler.
+    unsafe { libc::pthread_kill(thread, kick_signal()) };
+}

@@ -1,0 +1,97 @@
+/* Step-1/2 guest: behaviour chosen by a word on the command line.
+ *   hello      print a greeting and the command line, exit 42
+ *   ud2        execute an invalid opcode (no IDT: triple fault)
+ *   wild-jump  jump to an unmapped address (page fault, triple fault)
+ *   hang       halt with interrupts off forever (the host must stop it)
+ *   smp        every vCPU marks its own flag and prints; vCPU 0 waits for N=smp-count and
+ *              exits with the bitmask of vCPUs seen
+ *   e820       print the e820 map from boot_params and exit with the entry count
+ *   hdr        print the setup header fields the loader put in boot_params, exit 7
+ *   bench      mark "init reached" (progress 2) and halt; the benchmark stops the VM */
+#include "guest.h"
+
+static volatile u32 flags[16];
+static volatile int serial_lock;
+
+static void lock(void) { while (__atomic_exchange_n(&serial_lock, 1, __ATOMIC_ACQUIRE)) {} }
+static void unlock(void) { __atomic_store_n(&serial_lock, 0, __ATOMIC_RELEASE); }
+
+ENTRY void _start(u64 cpu, u64 bp) {
+    const char *cmd = bp_cmdline(bp);
+    if (cpu == 0) progress(1);
+    if (has_word(cmd, "bench")) {
+        progress(2);
+        for (;;) __asm__ volatile("cli; hlt");
+    }
+    if (has_word(cmd, "smp")) {
+        lock();
+        puts("cpu ");
+        putdec(cpu);
+        puts(" up\n");
+        unlock();
+        /* Only after printing: vCPU 0 exits (cutting output short) once all flags are set. */
+        __atomic_store_n(&flags[cpu], 0x100 + (u32)cpu, __ATOMIC_RELEASE);
+        if (cpu != 0) for (;;) __asm__ volatile("cli; hlt");
+        u32 mask = 0;
+        for (u64 spins = 0; spins < 2000000000ul; spins++) {
+            mask = 0;
+            for (int i = 0; i < 16; i++)
+                if (flags[i] == 0x100u + (u32)i) mask |= 1u << i;
+            if (mask == 3) break;
+            __asm__ volatile("pause");
+        }
+        guest_exit(mask);
+    }
+    if (has_word(cmd, "ud2")) {
+        puts("about to ud2\n");
+        __asm__ volatile("ud2");
+    }
+    if (has_word(cmd, "wild-jump")) {
+        puts("about to jump\n");
+        void (*f)(void) = (void (*)(void))0x7000000000ul;
+        f();
+    }
+    if (has_word(cmd, "hang")) {
+        puts("hanging\n");
+        for (;;) __asm__ volatile("cli; hlt");
+    }
+    if (has_word(cmd, "e820")) {
+        u8 n = *(u8 *)(bp + 0x1e8);
+        for (int i = 0; i < n; i++) {
+            u64 e = bp + 0x2d0 + 20 * (u64)i;
+            puts("e820 ");
+            puthex(*(u64 *)e);
+            puts(" ");
+            puthex(*(u64 *)(e + 8));
+            puts(" ");
+            putdec(*(u32 *)(e + 16));
+            puts("\n");
+        }
+        u32 rd = *(u32 *)(bp + 0x218), rdsz = *(u32 *)(bp + 0x21c);
+        if (rdsz) {
+            puts("initramfs ");
+            putdec(rdsz);
+            puts(" bytes: ");
+            for (u32 i = 0; i < rdsz && i < 32; i++) putc(*(char *)(u64)(rd + i));
+            puts("\n");
+        }
+        guest_exit(n);
+    }
+    if (has_word(cmd, "hdr")) {
+        puts("hdr ");
+        for (int i = 0; i < 4; i++) putc(*(char *)(bp + 0x202 + i));
+        puts(" ver ");
+        puthex(*(u16 *)(bp + 0x206));
+        puts(" loader ");
+        puthex(*(u8 *)(bp + 0x210));
+        puts(" entry ");
+        puthex((u64)&_start);
+        puts("\n");
+        guest_exit(7);
+    }
+    puts("hello from the guest\ncmdline: ");
+    puts(cmd);
+    puts("\n");
+    progress(2);
+    guest_exit(42);
+}
