@@ -22,10 +22,18 @@ pub struct ImageInfo {
 
 /// The installed image for `image` (as written in config.yaml), or `None` if it was never added.
 pub fn lookup_image(image: &str) -> Result<Option<ImageInfo>> {
-    let _ = image;
-    Err(crate::err!(
-        "the image store is not yet available in this version of iii"
-    ))
+    let home = crate::project::store_home()?;
+    let store = crate::oci::Store::open(&home)?;
+    Ok(store.lookup(image)?.map(|i| ImageInfo {
+        manifest_digest: i.manifest_digest,
+        rootfs: i.rootfs,
+        entrypoint: i.config.entrypoint.unwrap_or_default(),
+        cmd: i.config.cmd.unwrap_or_default(),
+        env: i.config.env,
+        working_dir: i.config.working_dir,
+        user: i.config.user,
+        stop_signal: i.config.stop_signal,
+    }))
 }
 
 /// The backend `sandbox:` asks for on this host.

@@ -315,7 +315,7 @@ fn prepare(
     })?;
     let config_env = entry.environment(&|k| std::env::var(k).ok())?;
     let image = backend::lookup_image(&entry.image)
-        .with_context(|| format!("worker {name}: image {}", entry.image))?
+        .map_err(|e| crate::err!("worker {name}: {e}"))?
         .with_context(|| {
             format!(
                 "worker {name}: image {} is not installed; run `iii worker add {}`",
