@@ -174,6 +174,17 @@ fn second_pull_fetches_no_blobs() {
 }
 
 #[test]
+fn pinned_digest_pull_is_offline_once_installed() {
+    let s = setup();
+    let pinned = format!("{}/fault/app@{}", s.fake.host, s.built.manifest_digest);
+    let first = pull(&pinned, &s.store, &mut NoProgress).unwrap();
+    let before = s.fake.requests().len();
+    let again = pull(&pinned, &s.store, &mut NoProgress).unwrap();
+    assert_eq!(again.rootfs, first.rootfs);
+    assert_eq!(s.fake.requests().len(), before, "no request at all");
+}
+
+#[test]
 fn concurrent_pulls_share_one_tree() {
     let s = setup();
     let results: Vec<_> = std::thread::scope(|scope| {

@@ -8,7 +8,9 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use iii::oci::unpack::{apply_layer, decompress, Compression, LayerStats, UnpackOptions};
+use iii::oci::unpack::{
+    apply_layer, decompress, remove_tree, Compression, LayerStats, UnpackOptions,
+};
 
 /// A fresh directory removed when the test ends, pass or fail.
 struct TempDir(PathBuf);
@@ -674,4 +676,96 @@ fn duplicate_entries_last_wins_and_root_entry() {
     assert_eq!(mode(&r.join("d")), 0o750);
     assert_eq!(mode(&r), 0o755);
     assert_eq!(fs::metadata(&r).unwrap().mtime(), MTIME as i64);
+}
+
+/// Root ignores permission bits, so the rootless path is checked by running this same
+/// test binary again as nobody (via `setpriv`) on a directory nobody owns.
+#[test]
+fn unprivileged_read_only_directories() {
+    if let Some(base) = std::env::var_os("III_UNPACK_AS_NOBODY") {
+        rootless_read_only_dirs(Path::new(&base));
+        return;
+    }
+    let t = TempDir::new("rootless");
+    if !is_root() {
+        rootless_read_only_dirs(&t.0);
+        return;
+    }
+    if std::process::Command::new("setpriv")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("SKIP: setpriv (util-linux) is not installed");
+        return;
+    }
+    std::os::unix::fs::chown(&t.0, Some(65534), Some(65534)).unwrap();
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "unprivileged_read_only_directories",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("III_UNPACK_AS_NOBODY", &t.0)
+        .output()
+        .unwrap();
+    let log =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "as nobody: {log}");
+    assert!(
+        log.contains("1 passed"),
+        "the test did not run as nobody: {log}"
+    );
+}
+
+fn rootless_read_only_dirs(base: &Path) {
+    let r = base.join("rootfs");
+    fs::create_dir(&r).unwrap();
+    let unpriv = UnpackOptions { privileged: false };
+    let l1 = Layer::new()
+        .dir("ro/", 0o555)
+        .file("ro/a", b"a", 0o444)
+        .dir("locked/", 0o500)
+        .dir("locked/sub/", 0o555)
+        .file("locked/sub/f", b"f", 0o400)
+        .dir("proc/", 0o555)
+        .tar();
+    apply_layer(&l1[..], &r, &unpriv).unwrap();
+    assert_eq!(mode(&r.join("ro")), 0o555);
+    assert_eq!(mode(&r.join("locked")), 0o500);
+    assert_eq!(fs::read(r.join("locked/sub/f")).unwrap(), b"f");
+    // A later layer writes into and whites out of read-only directories, and removes a
+    // tree of them; the lower modes are back afterwards.
+    let l2 = Layer::new()
+        .file("ro/b", b"b", 0o644)
+        .file("ro/.wh.a", b"", 0o644)
+        .file(".wh.locked", b"", 0o644)
+        .file("proc/.wh..wh..opq", b"", 0o644)
+        .tar();
+    apply_layer(&l2[..], &r, &unpriv).unwrap();
+    assert_eq!(names(&r.join("ro")), vec!["b"]);
+    assert_eq!(mode(&r.join("ro")), 0o555);
+    assert_eq!(mode(&r.join("proc")), 0o555);
+    assert!(!r.join("locked").exists());
+    // A directory entry for an existing read-only directory sets its new mode.
+    let l3 = Layer::new()
+        .dir("ro/", 0o700)
+        .file("ro/c", b"c", 0o644)
+        .tar();
+    apply_layer(&l3[..], &r, &unpriv).unwrap();
+    assert_eq!(mode(&r.join("ro")), 0o700);
+    assert_eq!(names(&r.join("ro")), vec!["b", "c"]);
+    // std's remove_dir_all cannot remove this tree without root; remove_tree can.
+    let l4 = Layer::new()
+        .dir("ro2/", 0o555)
+        .file("ro2/f", b"f", 0o644)
+        .tar();
+    apply_layer(&l4[..], &r, &unpriv).unwrap();
+    assert!(fs::remove_dir_all(&r).is_err());
+    remove_tree(&r).unwrap();
+    assert!(!r.exists());
+    remove_tree(&r).unwrap();
 }

@@ -139,3 +139,35 @@ fn bzimage_is_loaded_with_its_setup_header_and_entered_at_0x200() {
         .to_string();
     assert!(e.contains("command line is 3000 bytes"), "{e}");
 }
+
+#[test]
+fn pvh_note_selects_the_32_bit_entry_with_start_info() {
+    require_kvm!();
+    let dir = TempDir::new("vm-pvh");
+    let kernel = vm_support::build_guest_linked("pvh.S", "pvh.ld", dir.path());
+    let out = Capture::default();
+    let vm = Vm::build(config(kernel, "pvh-cmdline", &out)).unwrap();
+    assert!(matches!(
+        vm.boot_setup().mode,
+        iii::sandbox::vm::boot::EntryMode::Pvh32 { .. }
+    ));
+    let (r, fired) = run_with_watchdog(vm, 20);
+    assert!(!fired);
+    assert_eq!(r.unwrap(), VmExit::Exited(3), "serial: {}", out.text());
+    assert_eq!(out.text(), "pvh-cmdline");
+}
+
+#[test]
+fn mp_table_describes_every_vcpu_and_the_ioapic() {
+    require_kvm!();
+    let dir = TempDir::new("vm-mptable");
+    let kernel = build_guest("basic", dir.path());
+    let out = Capture::default();
+    let mut cfg = config(kernel, "mptable", &out);
+    cfg.vcpus = 3;
+    let (r, fired) = run_with_watchdog(Vm::build(cfg).unwrap(), 20);
+    assert!(!fired);
+    // The other vCPUs halt; vCPU 0 reports.
+    assert_eq!(r.unwrap(), VmExit::Exited(3), "serial: {}", out.text());
+    assert_eq!(out.text(), "bsp 0 ioapic fec00000 cpus 3 ints 24\n");
+}

@@ -164,3 +164,25 @@ fn read_only_disk_refuses_writes() {
     assert!(text.ends_with("write refused\n"), "{text}");
     assert_eq!(std::fs::read(&image).unwrap(), content);
 }
+
+#[test]
+fn virtio_interrupt_reaches_the_guest_through_irqfd_and_ioapic() {
+    require_kvm!();
+    let dir = TempDir::new("vm-irq");
+    let mut cfg = VmConfig::new(build_guest("irq", dir.path()));
+    cfg.memory_mib = 16;
+    let out = Capture::default();
+    cfg.serial_out = Box::new(out.clone());
+    let mut vm = Vm::build(cfg).unwrap();
+    let stream = vm.take_control_stream().unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let (r, fired) = run_with_watchdog(vm, 30);
+    assert!(!fired, "watchdog fired; serial: {}", out.text());
+    assert_eq!(r.unwrap(), VmExit::Exited(0), "serial: {}", out.text());
+    assert_eq!(out.text(), "irq count 1 status 1\n");
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line).unwrap();
+    assert_eq!(line, "interrupt-driven hello\n");
+}

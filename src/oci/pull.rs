@@ -1,7 +1,8 @@
 //! Pulling: from an image reference to an installed, verified, extracted image in the store.
 //!
-//! The manifest is always resolved (a tag may have moved); everything else comes from the
-//! store when present. Missing layers download in parallel; the first missing one is
+//! The manifest of a tag is always resolved (the tag may have moved); a reference pinned by
+//! digest that is already installed needs no network at all; blobs come from the store when
+//! present. Missing layers download in parallel; the first missing one is
 //! streamed straight into the extractor (download, hash, store, decompress and extract in
 //! one pass) while the rest land in the store for the extractor to take in order.
 
@@ -29,6 +30,12 @@ const MAX_CONFIG_BYTES: u64 = 32 << 20;
 /// `progress`, and remember it under that exact string for [`Store::lookup`].
 pub fn pull(image: &str, store: &Store, progress: &mut dyn Progress) -> Result<InstalledImage> {
     let reference = Reference::parse(image)?;
+    // Content pinned by digest cannot change: once installed, no network at all.
+    if reference.digest.is_some() {
+        if let Some(installed) = store.lookup(image)? {
+            return Ok(installed);
+        }
+    }
     let client = Client::new(&reference, image)?;
     let (digest, manifest_bytes, m) = resolve(&client, &reference, image)?;
     progress.resolved(image, &digest, m.layers.len());

@@ -7,6 +7,7 @@
  *              exits with the bitmask of vCPUs seen
  *   e820       print the e820 map from boot_params and exit with the entry count
  *   hdr        print the setup header fields the loader put in boot_params, exit 7
+ *   mptable    find and check the MP table, print its CPUs and IOAPIC, exit with the CPU count
  *   bench      mark "init reached" (progress 2) and halt; the benchmark stops the VM */
 #include "guest.h"
 
@@ -19,6 +20,34 @@ static void unlock(void) { __atomic_store_n(&serial_lock, 0, __ATOMIC_RELEASE); 
 ENTRY void _start(u64 cpu, u64 bp) {
     const char *cmd = bp_cmdline(bp);
     if (cpu == 0) progress(1);
+    /* Every vCPU enters here; outside "smp" only vCPU 0 does the work. */
+    if (cpu != 0 && !has_word(cmd, "smp")) for (;;) __asm__ volatile("cli; hlt");
+    if (has_word(cmd, "mptable")) {
+        u8 *fp = 0;
+        for (u64 a = 0x9fc00; a < 0xa0000; a += 16)
+            if (starts_with((const char *)a, "_MP_")) { fp = (u8 *)a; break; }
+        if (!fp) { puts("no _MP_\n"); guest_exit(100); }
+        u8 sum = 0;
+        for (int i = 0; i < 16; i++) sum += fp[i];
+        u8 *t = (u8 *)(u64)*(u32 *)(fp + 4);
+        u16 len = *(u16 *)(t + 4), count = *(u16 *)(t + 34);
+        for (int i = 0; i < len; i++) sum += t[i];
+        if (sum || !starts_with((const char *)t, "PCMP")) { puts("bad MP checksum\n"); guest_exit(101); }
+        u32 cpus = 0, ints = 0;
+        u8 *e = t + 44;
+        for (int i = 0; i < count; i++) {
+            if (*e == 0) { cpus++; if (e[3] & 2) { puts("bsp "); putdec(e[1]); puts(" "); } e += 20; continue; }
+            if (*e == 2) { puts("ioapic "); puthex(*(u32 *)(e + 4)); puts(" "); }
+            if (*e == 3) ints++;
+            e += 8;
+        }
+        puts("cpus ");
+        putdec(cpus);
+        puts(" ints ");
+        putdec(ints);
+        puts("\n");
+        guest_exit(cpus);
+    }
     if (has_word(cmd, "bench")) {
         progress(2);
         for (;;) __asm__ volatile("cli; hlt");

@@ -122,6 +122,11 @@ impl Drop for FakeRegistry {
 }
 
 fn handle(conn: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
+    // A TLS ClientHello (a client trying HTTPS first): this server is plain HTTP only.
+    let mut first = [0u8; 1];
+    if conn.peek(&mut first)? == 1 && first[0] == 0x16 {
+        return Ok(());
+    }
     let mut reader = BufReader::new(conn.try_clone()?);
     let mut line = String::new();
     reader.read_line(&mut line)?;

@@ -360,18 +360,25 @@ pub fn push_index(
 }
 
 fn agent() -> ureq::Agent {
+    // The pusher is test tooling talking to the test's own registry: it does not verify
+    // the throwaway certificate of a TLS registry (the client under test does).
     ureq::Agent::config_builder()
         .http_status_as_error(false)
         .proxy(None)
+        .tls_config(
+            ureq::tls::TlsConfig::builder()
+                .disable_verification(true)
+                .build(),
+        )
         .build()
         .new_agent()
 }
 
 pub fn push_blob(target: &dyn PushTarget, repo: &str, d: &Digest, data: &[u8]) {
-    let host = target.host();
+    let base = format!("{}://{}", target.scheme(), target.host());
     let auth = target.push_auth(repo);
     let agent = agent();
-    let mut post = agent.post(format!("http://{host}/v2/{repo}/blobs/uploads/"));
+    let mut post = agent.post(format!("{base}/v2/{repo}/blobs/uploads/"));
     if let Some(a) = &auth {
         post = post.header("Authorization", a);
     }
@@ -385,7 +392,7 @@ pub fn push_blob(target: &dyn PushTarget, repo: &str, d: &Digest, data: &[u8]) {
         .unwrap()
         .to_string();
     let location = if location.starts_with('/') {
-        format!("http://{host}{location}")
+        format!("{base}{location}")
     } else {
         location
     };
@@ -404,9 +411,9 @@ pub fn push_blob(target: &dyn PushTarget, repo: &str, d: &Digest, data: &[u8]) {
 }
 
 pub fn push_manifest(target: &dyn PushTarget, repo: &str, reference: &str, mt: &str, m: &[u8]) {
-    let host = target.host();
+    let base = format!("{}://{}", target.scheme(), target.host());
     let mut put = agent()
-        .put(format!("http://{host}/v2/{repo}/manifests/{reference}"))
+        .put(format!("{base}/v2/{repo}/manifests/{reference}"))
         .header("Content-Type", mt);
     if let Some(a) = target.push_auth(repo) {
         put = put.header("Authorization", a);

@@ -50,6 +50,10 @@ impl Auth {
 pub trait PushTarget {
     /// `127.0.0.1:PORT`.
     fn host(&self) -> String;
+    /// `http`, or `https` for a registry serving TLS.
+    fn scheme(&self) -> &'static str {
+        "http"
+    }
     /// `Authorization` header value for pushing to `repo`, if one is needed.
     fn push_auth(&self, repo: &str) -> Option<String>;
 }
@@ -58,6 +62,8 @@ pub struct Registry {
     child: Child,
     pub host: String,
     auth: Auth,
+    /// The self-signed certificate (for 127.0.0.1) a TLS registry serves.
+    pub tls_cert: Option<PathBuf>,
     tokens: Option<TokenIssuer>,
     dir: TempDir,
 }
@@ -66,6 +72,20 @@ impl Registry {
     /// Start a registry; returns `None` (after printing why) when `docker-registry` or a
     /// tool the auth mode needs is not installed.
     pub fn start(auth: Auth) -> Option<Registry> {
+        Registry::start_with(auth, false)
+    }
+
+    /// Start a registry serving HTTPS only, with a fresh self-signed certificate for
+    /// 127.0.0.1 (see [`Registry::tls_cert`]).
+    pub fn start_tls(auth: Auth) -> Option<Registry> {
+        if !super::have_tool("openssl") {
+            eprintln!("SKIP: `openssl` is not installed");
+            return None;
+        }
+        Registry::start_with(auth, true)
+    }
+
+    fn start_with(auth: Auth, tls: bool) -> Option<Registry> {
         let needs: &[&str] = match auth {
             Auth::None => &["docker-registry"],
             Auth::Basic { .. } => &["docker-registry", "htpasswd"],
@@ -106,13 +126,49 @@ impl Registry {
                 tokens = Some(issuer);
             }
         }
+        let mut tls_yaml = String::new();
+        let mut tls_cert = None;
+        if tls {
+            let (key, cert) = (dir.path().join("tls.key"), dir.path().join("tls.crt"));
+            let out = Command::new("openssl")
+                .args([
+                    "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                ])
+                .args([
+                    "-subj",
+                    "/CN=127.0.0.1",
+                    "-addext",
+                    "subjectAltName=IP:127.0.0.1",
+                ])
+                // A server certificate, not a CA: rustls refuses a CA as the end entity.
+                .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+                .args(["-addext", "extendedKeyUsage=serverAuth"])
+                .arg("-keyout")
+                .arg(&key)
+                .arg("-out")
+                .arg(&cert)
+                .stdin(Stdio::null())
+                .output()
+                .expect("running openssl req");
+            assert!(
+                out.status.success(),
+                "openssl req: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            tls_yaml = format!(
+                ", tls: {{certificate: {}, key: {}}}",
+                cert.display(),
+                key.display()
+            );
+            tls_cert = Some(cert);
+        }
         let config = dir.path().join("config.yml");
         std::fs::write(
             &config,
             format!(
                 "version: 0.1\nlog: {{level: info, formatter: text}}\n\
                  storage: {{filesystem: {{rootdirectory: {}}}, delete: {{enabled: true}}}}\n\
-                 http: {{addr: 127.0.0.1:0}}\n{auth_yaml}",
+                 http: {{addr: 127.0.0.1:0{tls_yaml}}}\n{auth_yaml}",
                 data.display()
             ),
         )
@@ -131,6 +187,7 @@ impl Registry {
             child,
             host: String::new(),
             auth,
+            tls_cert,
             tokens,
             dir,
         };
@@ -170,6 +227,13 @@ impl Registry {
 impl PushTarget for Registry {
     fn host(&self) -> String {
         self.host.clone()
+    }
+    fn scheme(&self) -> &'static str {
+        if self.tls_cert.is_some() {
+            "https"
+        } else {
+            "http"
+        }
     }
     fn push_auth(&self, repo: &str) -> Option<String> {
         match &self.auth {

@@ -77,7 +77,12 @@ pub fn build_guest(name: &str, dir: &Path) -> PathBuf {
 
 /// As [`build_guest`], with another linker script from `tests/guests`.
 pub fn build_guest_linked(name: &str, script: &str, dir: &Path) -> PathBuf {
-    let src = guests_dir().join(format!("{name}.c"));
+    // `name` is a C file's stem, or a file name with its extension (e.g. `pvh.S`).
+    let src = if name.contains('.') {
+        guests_dir().join(name)
+    } else {
+        guests_dir().join(format!("{name}.c"))
+    };
     let out = dir.join(format!("{name}-{script}.elf"));
     if out.exists() {
         return out; // already built in this test's temp dir

@@ -46,9 +46,11 @@ pub struct FetchedManifest {
 impl Client {
     pub fn new(reference: &Reference, image: &str) -> Result<Client> {
         let host = reference.api_host();
+        let agent = transport::agent_for(host);
         Ok(Client {
-            agent: transport::agent_for(host),
-            base: transport::base_url(host),
+            base: transport::base_url(&agent, host)
+                .map_err(|e| err!("image {image}: {}", e.message()))?,
+            agent,
             registry: reference.registry.clone(),
             repository: reference.repository.clone(),
             image: image.to_string(),

@@ -14,9 +14,9 @@ pub fn backoff(attempt: u32) -> Duration {
     Duration::from_millis((250u64 << attempt.saturating_sub(1).min(3)).min(2000))
 }
 
-/// Whether `host` (as in a reference, maybe with a port) is reached over plain HTTP:
+/// Whether `host` (as in a reference, maybe with a port) may be reached over plain HTTP:
 /// loopback always, plus the hosts listed in `III_INSECURE_REGISTRIES` (comma-separated,
-/// `host` or `host:port`).
+/// `host` or `host:port`). Like docker, such hosts are still tried over HTTPS first.
 pub fn is_insecure(host: &str) -> bool {
     if is_loopback(host) {
         return true;
@@ -49,10 +49,25 @@ pub fn is_loopback(host: &str) -> bool {
     h == "localhost" || h == "::1" || h.starts_with("127.")
 }
 
-/// The base URL of the registry API for `host`.
-pub fn base_url(host: &str) -> String {
-    let scheme = if is_insecure(host) { "http" } else { "https" };
-    format!("{scheme}://{host}")
+/// The base URL of the registry API for `host`: HTTPS, except for an insecure host (see
+/// [`is_insecure`]) whose HTTPS attempt fails at the transport level (no TLS there, or a
+/// certificate we do not trust): then plain HTTP. Certificates are never left unverified.
+pub fn base_url(agent: &ureq::Agent, host: &str) -> crate::Result<String> {
+    let https = format!("https://{host}");
+    if !is_insecure(host) {
+        return Ok(https);
+    }
+    // Any HTTP answer, even 401 or 404, shows that HTTPS works.
+    match agent.get(format!("{https}/v2/")).call() {
+        Ok(_) => Ok(https),
+        // It speaks TLS but with a certificate we do not trust: falling back to plain HTTP
+        // would only trade this for a confusing "HTTP 400" from the TLS server.
+        Err(e) if e.to_string().contains("certificate") => Err(crate::err!(
+            "registry {host} serves HTTPS with a certificate that is not trusted ({e}); \
+             put its CA certificate in a PEM file named by SSL_CERT_FILE"
+        )),
+        Err(_) => Ok(format!("http://{host}")),
+    }
 }
 
 /// Root certificates: `SSL_CERT_FILE` when set, else the system bundle, else the bundled
@@ -133,12 +148,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn loopback_is_plain_http() {
-        assert_eq!(base_url("localhost:5000"), "http://localhost:5000");
-        assert_eq!(base_url("127.0.0.1:34567"), "http://127.0.0.1:34567");
-        assert_eq!(base_url("[::1]:5000"), "http://[::1]:5000");
-        assert_eq!(base_url("ghcr.io"), "https://ghcr.io");
+    fn loopback_may_be_plain_http() {
+        assert!(is_insecure("localhost:5000"));
+        assert!(is_insecure("127.0.0.1:34567"));
+        assert!(is_insecure("[::1]:5000"));
+        assert!(!is_loopback("ghcr.io"));
         assert!(!is_loopback("localhost.example.com"));
+        // Nothing listens on port 9 of loopback: the HTTPS attempt fails, HTTP is chosen.
+        let agent = agent_for("127.0.0.1:9");
+        assert_eq!(
+            base_url(&agent, "127.0.0.1:9").unwrap(),
+            "http://127.0.0.1:9"
+        );
         assert!(listed("reg.lan:5000, other.lan", "reg.lan:5000"));
         assert!(listed("reg.lan:5000, other.lan", "other.lan:443"));
         assert!(!listed("reg.lan:5000", "reg.lan:5001"));

@@ -71,14 +71,27 @@ pub(super) struct Walker {
     root: OwnedFd,
     /// `chain[i]` is the directory `comps[..=i]` of the last walk.
     chain: Vec<(Vec<u8>, OwnedFd)>,
+    /// Without root, a directory a lower layer made read-only (0555) cannot be written
+    /// into: such directories get owner rwx while the layer is applied, and are listed
+    /// here (path, original mode) to be put back at the end. `None` when privileged.
+    made_writable: Option<Vec<(Vec<u8>, u32)>>,
 }
 
 impl Walker {
-    pub(super) fn new(root: OwnedFd) -> Walker {
+    pub(super) fn new(root: OwnedFd, privileged: bool) -> Walker {
         Walker {
             root,
             chain: Vec::new(),
+            made_writable: (!privileged).then(Vec::new),
         }
+    }
+
+    /// The directories made writable by walks (see `made_writable`), emptying the list.
+    pub(super) fn take_made_writable(&mut self) -> Vec<(Vec<u8>, u32)> {
+        self.made_writable
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
     }
 
     /// The directory named by `comps`, creating missing ones (mode 0755, like docker's
@@ -102,6 +115,14 @@ impl Walker {
             };
             let fd = open_component(parent, comp, create)
                 .map_err(|e| classify(parent, comp, e, i + 1))?;
+            if let Some(list) = &mut self.made_writable {
+                let mode = sys::fstat_mode(fd.as_fd()).map_err(|e| WalkError::Io(i + 1, e))?;
+                if mode & 0o700 != 0o700 {
+                    sys::fchmod(fd.as_fd(), (mode | 0o700) & 0o7777)
+                        .map_err(|e| WalkError::Io(i + 1, e))?;
+                    list.push((join(&comps[..=i]), mode & 0o7777));
+                }
+            }
             self.chain.push((comp.to_vec(), fd));
         }
         Ok(match comps.len() {
@@ -176,10 +197,17 @@ mod tests {
 
     #[test]
     fn walker_creates_reuses_and_refuses_symlinks() {
+        struct Gone(std::path::PathBuf);
+        impl Drop for Gone {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir_all(&self.0);
+            }
+        }
         let tmp = std::env::temp_dir().join(format!("iii-walker-{}", std::process::id()));
         std::fs::create_dir_all(&tmp).unwrap();
+        let _gone = Gone(tmp.clone());
         let root = OwnedFd::from(std::fs::File::open(&tmp).unwrap());
-        let mut w = Walker::new(root);
+        let mut w = Walker::new(root, true);
         w.dir(&[b"a", b"b"], true).unwrap();
         assert!(tmp.join("a/b").is_dir());
         std::os::unix::fs::symlink("/", tmp.join("a/l")).unwrap();

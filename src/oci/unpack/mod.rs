@@ -10,6 +10,7 @@
 
 mod compress;
 mod confine;
+mod sparse;
 mod sys;
 mod whiteout;
 
@@ -60,7 +61,7 @@ pub fn apply_layer(tar: impl Read, rootfs: &Path, opts: &UnpackOptions) -> Resul
         return Err(err!("rootfs {} is not a directory", rootfs.display()));
     }
     let mut x = Extractor {
-        walker: Walker::new(OwnedFd::from(root)),
+        walker: Walker::new(OwnedFd::from(root), opts.privileged),
         privileged: opts.privileged,
         unpacked: BTreeSet::new(),
         dirs: Vec::new(),
@@ -84,6 +85,24 @@ pub fn apply_layer(tar: impl Read, rootfs: &Path, opts: &UnpackOptions) -> Resul
     x.finish()?;
     io::copy(&mut archive.into_inner(), &mut io::sink()).context("reading the end of the layer")?;
     Ok(x.stats)
+}
+
+/// Removes a (partial) rootfs tree, symlinks not followed. Unlike
+/// `std::fs::remove_dir_all`, it also works without root on trees holding read-only
+/// directories (an image's 0555 `/proc`, say), which it makes writable first.
+pub fn remove_tree(path: &Path) -> Result<()> {
+    let what = || format!("removing {}", path.display());
+    let name = path
+        .file_name()
+        .with_context(|| format!("{}: no file name", what()))?;
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let dir = std::fs::File::open(parent).with_context(what)?;
+    let c = sys::cstr(std::os::unix::ffi::OsStrExt::as_bytes(name)).with_context(what)?;
+    whiteout::remove_if_present(dir.as_fd(), &c).with_context(what)?;
+    Ok(())
 }
 
 fn lossy(b: &[u8]) -> std::borrow::Cow<'_, str> {
@@ -120,11 +139,16 @@ impl Extractor {
     /// Applies one entry and returns its name (for messages about the next one).
     fn apply<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<Vec<u8>> {
         self.stats.entries += 1;
-        let name = entry.path_bytes().into_owned();
+        let mut name = entry.path_bytes().into_owned();
         let kind = entry.header().entry_type();
         // Global PAX headers and volume labels describe the archive, not a file.
         if kind.is_pax_global_extensions() || kind.as_byte() == b'V' {
             return Ok(name);
+        }
+        let mut pax = read_pax(entry).map_err(|e| err!("layer entry '{}': {e}", lossy(&name)))?;
+        // A PAX sparse file's header name is a stand-in ("GNUSparseFile.0/…").
+        if let Some(real) = pax.sparse.name.take() {
+            name = real;
         }
         let comps = normalize(&name).ok_or_else(|| {
             err!(
@@ -132,7 +156,7 @@ impl Extractor {
                 lossy(&name)
             )
         })?;
-        self.apply_at(entry, kind, &name, &comps)
+        self.apply_at(entry, kind, &name, &comps, &mut pax)
             .map_err(|e| err!("layer entry '{}': {e}", lossy(&name)))?;
         Ok(name)
     }
@@ -143,11 +167,12 @@ impl Extractor {
         kind: tar::EntryType,
         name: &[u8],
         comps: &[&[u8]],
+        pax: &mut Pax,
     ) -> Result<()> {
         let Some((base, parent)) = comps.split_last() else {
             // "./" stands for the rootfs itself: only its metadata can change.
             if kind.is_dir() || name.ends_with(b"/") {
-                let meta = read_meta(entry)?;
+                let meta = read_meta(entry.header(), pax)?;
                 self.dirs.push(DirMeta {
                     path: Vec::new(),
                     meta,
@@ -159,7 +184,7 @@ impl Extractor {
         if let Some(hidden) = base.strip_prefix(b".wh.") {
             return self.whiteout(parent, hidden);
         }
-        let meta = read_meta(entry)?;
+        let meta = read_meta(entry.header(), pax)?;
         let path = join(comps);
         let c = sys::cstr(base).map_err(io_err("name"))?;
         let removed_dir = match kind.as_byte() {
@@ -167,7 +192,7 @@ impl Extractor {
             b'0' | b'\0' | b'7' | b'S' if name.ends_with(b"/") => {
                 self.directory(parent, &c, path.clone(), meta)?
             }
-            b'0' | b'\0' | b'7' | b'S' => self.file(entry, parent, &c, &meta)?,
+            b'0' | b'\0' | b'7' | b'S' => self.file(entry, parent, &c, &meta, &pax.sparse)?,
             b'5' => self.directory(parent, &c, path.clone(), meta)?,
             b'2' => {
                 let target = entry
@@ -218,23 +243,34 @@ impl Extractor {
         parent: &[&[u8]],
         c: &CStr,
         meta: &Meta,
+        sparse: &sparse::PaxSparse,
     ) -> Result<bool> {
         let privileged = self.privileged;
+        let old_gnu_sparse = entry.header().entry_type().is_gnu_sparse();
         let dir = self
             .walker
             .dir(parent, true)
             .map_err(|e| err!("{}", e.describe(parent)))?;
         let (mut f, removed_dir) =
             replace(dir, c, || sys::create_file_at(dir, c, 0o600)).map_err(io_err("creating"))?;
-        loop {
-            let n = match entry.read(&mut self.buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(err!("reading content: {e}")),
-            };
-            f.write_all(&self.buf[..n]).map_err(io_err("writing"))?;
-            self.stats.bytes += n as u64;
+        if sparse.is_sparse() {
+            self.stats.bytes += sparse
+                .write(entry, &mut f, &mut self.buf)
+                .map_err(Error::new)?;
+        } else if old_gnu_sparse {
+            self.stats.bytes +=
+                sparse::write_with_holes(entry, &mut f, &mut self.buf).map_err(Error::new)?;
+        } else {
+            loop {
+                let n = match entry.read(&mut self.buf) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(err!("reading content: {e}")),
+                };
+                f.write_all(&self.buf[..n]).map_err(io_err("writing"))?;
+                self.stats.bytes += n as u64;
+            }
         }
         set_meta_fd(f.as_fd(), meta, privileged)?;
         Ok(removed_dir)
@@ -270,7 +306,11 @@ impl Extractor {
                 .map_err(|e| err!("setting owner {}:{}: {e}", meta.uid, meta.gid))?;
         }
         for (key, value) in &meta.xattrs {
-            xattr_result(key, sys::lsetxattr_at(dir, c.to_bytes(), key, value))?;
+            match sys::lsetxattr_at(dir, c.to_bytes(), key, value) {
+                // No /proc to reach the symlink through: xattrs are best effort anyway.
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+                r => xattr_result(key, r)?,
+            }
         }
         sys::lutimens_at(dir, c, meta.mtime).map_err(io_err("setting mtime"))?;
         Ok(removed_dir)
@@ -405,28 +445,49 @@ impl Extractor {
         Ok(())
     }
 
-    /// Applies directory metadata, children before parents so that a directory made
-    /// unreadable does not hide its subdirectories. Where a path was listed twice, its
-    /// last entry wins; a directory replaced later in the layer is skipped.
+    /// Applies directory metadata, and without root puts back the modes of lower
+    /// layers' read-only directories (see `Walker`). Deepest first, so that a directory
+    /// losing its search bit does not block the way to its subdirectories. Where a path
+    /// was listed twice, its last entry wins; a directory replaced later in the layer is
+    /// skipped.
     fn finish(&mut self) -> Result<()> {
+        let fixups = self.walker.take_made_writable();
         let mut seen = HashSet::new();
+        let mut todo: Vec<(&[u8], Result<&Meta, u32>)> = Vec::new();
         for d in self.dirs.iter().rev() {
-            if !seen.insert(d.path.as_slice()) {
-                continue;
+            if seen.insert(d.path.as_slice()) {
+                todo.push((&d.path, Ok(&d.meta)));
             }
-            let comps: Vec<&[u8]> = match d.path.is_empty() {
+        }
+        for (path, mode) in &fixups {
+            // A directory this layer lists gets the mode of its entry instead.
+            if seen.insert(path.as_slice()) {
+                todo.push((path, Err(*mode)));
+            }
+        }
+        let depth = |p: &[u8]| match p.is_empty() {
+            true => 0,
+            false => 1 + p.iter().filter(|&&b| b == b'/').count(),
+        };
+        // Stable: within a depth, later entries of the tar still come first.
+        todo.sort_by_key(|(p, _)| std::cmp::Reverse(depth(p)));
+        for (path, what) in todo {
+            let comps: Vec<&[u8]> = match path.is_empty() {
                 true => Vec::new(),
-                false => d.path.split(|&b| b == b'/').collect(),
+                false => path.split(|&b| b == b'/').collect(),
             };
             let dir = match self.walker.dir(&comps, false) {
                 Ok(dir) => dir,
                 Err(WalkError::Io(_, e)) => {
-                    return Err(err!("layer entry '{}': opening: {e}", lossy(&d.path)))
+                    return Err(err!("layer entry '{}': opening: {e}", lossy(path)))
                 }
                 Err(_) => continue,
             };
-            set_meta_fd(dir, &d.meta, self.privileged)
-                .map_err(|e| err!("layer entry '{}': {e}", lossy(&d.path)))?;
+            let done = match what {
+                Ok(meta) => set_meta_fd(dir, meta, self.privileged),
+                Err(mode) => sys::fchmod(dir, mode).map_err(io_err("restoring mode")),
+            };
+            done.map_err(|e| err!("layer entry '{}': {e}", lossy(path)))?;
         }
         Ok(())
     }
@@ -482,27 +543,44 @@ fn xattr_allowed(key: &[u8]) -> bool {
     !(key.starts_with(b"trusted.overlay.") || key.starts_with(b"user.overlay."))
 }
 
-fn read_meta<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<Meta> {
-    let mut mtime = None;
-    let mut xattrs = Vec::new();
-    if let Some(exts) = entry
+/// What an entry's PAX records add to its header.
+#[derive(Default)]
+struct Pax {
+    mtime: Option<(i64, u32)>,
+    xattrs: Vec<(CString, Vec<u8>)>,
+    sparse: sparse::PaxSparse,
+}
+
+fn read_pax<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<Pax> {
+    let mut pax = Pax::default();
+    let Some(exts) = entry
         .pax_extensions()
         .map_err(io_err("reading PAX header"))?
-    {
-        for ext in exts {
-            let ext = ext.map_err(io_err("reading PAX header"))?;
-            let key = ext.key_bytes();
-            if key == b"mtime" {
-                mtime = parse_pax_time(ext.value_bytes());
-            } else if let Some(x) = key.strip_prefix(b"SCHILY.xattr.") {
-                if xattr_allowed(x) {
-                    let k = sys::cstr(x).map_err(io_err("xattr name"))?;
-                    xattrs.push((k, ext.value_bytes().to_vec()));
-                }
+    else {
+        return Ok(pax);
+    };
+    for ext in exts {
+        let ext = ext.map_err(io_err("reading PAX header"))?;
+        let (key, value) = (ext.key_bytes(), ext.value_bytes());
+        if key == b"mtime" {
+            pax.mtime = parse_pax_time(value);
+        } else if let Some(x) = key.strip_prefix(b"SCHILY.xattr.") {
+            if xattr_allowed(x) {
+                let k = sys::cstr(x).map_err(io_err("xattr name"))?;
+                pax.xattrs.push((k, value.to_vec()));
             }
+        } else {
+            pax.sparse.record(key, value).map_err(Error::new)?;
         }
     }
-    let h = entry.header();
+    Ok(pax)
+}
+
+/// Owner, mode and mtime from the header (the tar crate already applied PAX uid/gid),
+/// with PAX mtime and xattrs taken from `pax`.
+fn read_meta(h: &tar::Header, pax: &mut Pax) -> Result<Meta> {
+    let mtime = pax.mtime;
+    let xattrs = std::mem::take(&mut pax.xattrs);
     let id = |v: io::Result<u64>, what: &str| -> Result<u32> {
         let v = v.map_err(|e| err!("reading {what}: {e}"))?;
         u32::try_from(v).map_err(|_| err!("{what} {v} is out of range"))

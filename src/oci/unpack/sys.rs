@@ -269,3 +269,12 @@ pub(super) fn chmod_at(dir: BorrowedFd<'_>, name: &CStr, mode: u32) -> io::Resul
     check(unsafe { libc::fchmodat(dir.as_raw_fd(), name.as_ptr(), mode as libc::mode_t, 0) })?;
     Ok(())
 }
+
+/// The `st_mode` of an open fd.
+pub(super) fn fstat_mode(fd: BorrowedFd<'_>) -> io::Result<u32> {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: live fd and `st` points to writable memory for one stat.
+    check(unsafe { libc::fstat(fd.as_raw_fd(), st.as_mut_ptr()) })?;
+    // SAFETY: fstat succeeded, so it filled `st`.
+    Ok(unsafe { st.assume_init() }.st_mode)
+}

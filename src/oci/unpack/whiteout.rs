@@ -23,6 +23,12 @@ pub(super) fn remove_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<bool> {
                 // Not a directory after all: the EPERM was real.
                 Err(_) => return Err(e),
             };
+            // Without root, a read-only directory (0555) cannot be emptied until it is
+            // writable; it is going away, so its mode does not matter any more.
+            let mode = sys::fstat_mode(sub.as_fd())?;
+            if mode & 0o700 != 0o700 {
+                sys::fchmod(sub.as_fd(), (mode | 0o700) & 0o7777)?;
+            }
             for child in sys::read_dir_names(sub.as_fd())? {
                 remove_at(sub.as_fd(), &sys::cstr(&child)?)?;
             }

@@ -84,8 +84,8 @@ pub fn build(cfg: VmConfig) -> Result<Vm> {
             )?
         };
     }
-    // After the memory slot: on this host (PVM) each of these otherwise waits out an extra
-    // grace period when the slot is added later (~8 ms per VM build, measured).
+    // After the memory slot: in the other order, adding the slot took ~8 ms on this host's
+    // nested KVM (measured with strace; ~4 ms for the whole build this way).
     vm_fd.create_irqchip()?;
     vm_fd.create_pit2()?;
 
@@ -118,6 +118,7 @@ pub fn build(cfg: VmConfig) -> Result<Vm> {
         &cfg.kernel,
         cmdline.trim_start(),
         cfg.initramfs.as_deref(),
+        cfg.vcpus,
     )?;
 
     let mut vcpus = Vec::new();

@@ -4,6 +4,7 @@
 pub mod bzimage;
 pub mod elf;
 pub mod layout;
+pub mod mptable;
 pub mod params;
 pub mod x86_64;
 
@@ -32,16 +33,18 @@ pub struct BootSetup {
 }
 
 /// Load `kernel` (ELF or bzImage), `cmdline` and `initramfs` into `mem`, and write the shared
-/// CPU tables.
+/// CPU tables and the MP table for `vcpus`.
 pub fn load_kernel(
     mem: &GuestMemory,
     kernel: &Path,
     cmdline: &str,
     initramfs: Option<&Path>,
+    vcpus: u32,
 ) -> Result<BootSetup> {
     let name = kernel.display().to_string();
     let bytes = std::fs::read(kernel).with_context(|| format!("reading kernel {name}"))?;
     x86_64::write_tables(mem)?;
+    mptable::write(mem, vcpus)?;
     let (kernel_end, header, initrd_max, cmdline_max, setup);
     if elf::is_elf(&bytes) {
         let l = elf::load(mem, &bytes, &name)?;
