@@ -88,9 +88,9 @@ pub fn main(argv: &[String]) -> i32 {
     // The monitor outlives the shell that started it: keep no directory busy (paths it uses
     // are absolute).
     // A relative III_HOME is pinned first (still single-threaded here, so set_var is sound).
-    if let Ok(home) = crate::project::store_home().and_then(|h| {
-        std::path::absolute(&h).with_context(|| format!("resolving {}", h.display()))
-    }) {
+    if let Ok(home) = crate::project::store_home()
+        .and_then(|h| std::path::absolute(&h).with_context(|| format!("resolving {}", h.display())))
+    {
         std::env::set_var("III_HOME", home);
     }
     let _ = std::env::set_current_dir("/");
