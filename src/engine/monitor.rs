@@ -251,6 +251,7 @@ fn run(args: &Args, ready: &mut Ready) -> Result<()> {
             });
     }
     ready.send(&format!("ok {pid} {}", sb.backend().as_str()));
+    trim_startup_code();
 
     let exit = sb.wait();
     drop(sb);
@@ -486,6 +487,37 @@ fn send_signal(pid: u32, signal: i32) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// Drop the executable pages the start left mapped (config parsing, image lookup, sandbox
+/// setup): from here on the monitor idles for the worker's whole life, and one stays resident
+/// per worker. Only clean, read-only, file-backed code is dropped; what is needed again (a
+/// stop, a log line) is faulted back in from the page cache.
+fn trim_startup_code() {
+    let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
+        return;
+    };
+    for line in maps.lines() {
+        let mut f = line.split_whitespace();
+        let (Some(range), Some(perms)) = (f.next(), f.next()) else {
+            continue;
+        };
+        let path = f.nth(3).unwrap_or("");
+        if perms != "r-xp" || !path.starts_with('/') {
+            continue;
+        }
+        let Some((a, b)) = range.split_once('-') else {
+            continue;
+        };
+        let (Ok(start), Ok(end)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16))
+        else {
+            continue;
+        };
+        // SAFETY: the range is a private, read-only, executable mapping of a file as the
+        // kernel lists it; its pages are never written, so MADV_DONTNEED only unmaps them and
+        // the next access reads the same bytes back from the file. No Rust object lives there.
+        unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED) };
+    }
 }
 
 /// How a monitor's start went, as it reported on its stdout.
