@@ -75,7 +75,8 @@ pub fn stop_worker(project: &Project, name: &str, timeout: Duration) -> Result<S
 /// Stop a worker no engine supervises, through its own monitor.
 pub fn stop_unsupervised(project: &Project, name: &str, timeout: Duration) -> Result<StopOutcome> {
     let dir = project.worker_dir(name);
-    let st = state::read(&dir)?;
+    // An unreadable state file names no monitor we could stop.
+    let st = state::read(&dir).unwrap_or_default();
     if !st.monitor_alive() {
         return Ok(StopOutcome::AlreadyStopped);
     }
@@ -209,7 +210,9 @@ pub fn list(project: &Project) -> Result<Vec<ListRow>> {
     let now = state::now_secs();
     let mut rows = Vec::new();
     for w in &config.workers {
-        let st = state::read(&project.worker_dir(&w.name))?.effective();
+        let st = state::read(&project.worker_dir(&w.name))
+            .unwrap_or_default()
+            .effective();
         let running = st.status == Status::Running;
         rows.push(ListRow {
             name: w.name.clone(),
