@@ -248,6 +248,11 @@ impl Engine {
         unsafe { libc::kill(self.pid() as i32, sig) };
     }
 
+    fn wait_exit_after(&mut self, sig: i32, secs: u64) -> std::process::ExitStatus {
+        self.signal(sig);
+        self.wait_exit(secs)
+    }
+
     /// Wait for the engine to exit (after a signal); its exit status.
     fn wait_exit(&mut self, secs: u64) -> std::process::ExitStatus {
         let child = self.child.as_mut().unwrap();
@@ -434,10 +439,50 @@ fn kill_9_of_the_engine_leaves_no_orphan_and_a_fresh_engine_starts() {
     for r in p.list() {
         assert_eq!(r["status"], "crashed", "{r}");
     }
-    let _engine2 = p.engine();
+    let mut engine2 = p.engine();
     let a = p.wait_running("a");
     p.wait_running("b");
     assert!(!pids.contains(&a));
+    assert_eq!(engine2.wait_exit_after(libc::SIGTERM, 30).code(), Some(0));
+    // The killed monitors could not remove their sandboxes' cgroups; the backend sweeps
+    // them at a later start once they are empty. Leave none behind here.
+    remove_cgroups_of(&pids);
+}
+
+/// Remove the (empty) cgroups `iii-<name>-<pid>-<n>` created by the monitors `pids`, waiting
+/// for the kernel to finish with their processes.
+fn remove_cgroups_of(pids: &[u32]) {
+    fn walk(dir: &Path, depth: u32, pids: &[u32], found: &mut Vec<PathBuf>) {
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in rd.flatten() {
+            if !e.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            let name = e.file_name().to_string_lossy().into_owned();
+            let mut parts = name.rsplitn(3, '-');
+            let (_, pid) = (parts.next(), parts.next());
+            if name.starts_with("iii-")
+                && pid
+                    .and_then(|p| p.parse::<u32>().ok())
+                    .is_some_and(|p| pids.contains(&p))
+            {
+                found.push(e.path());
+            } else if depth > 0 {
+                walk(&e.path(), depth - 1, pids, found);
+            }
+        }
+    }
+    let mut found = Vec::new();
+    walk(Path::new("/sys/fs/cgroup"), 6, pids, &mut found);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for d in found {
+        while d.exists() && std::fs::remove_dir(&d).is_err() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(!d.exists(), "cgroup {} stays busy", d.display());
+    }
 }
 
 #[test]
