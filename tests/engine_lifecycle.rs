@@ -420,6 +420,15 @@ fn exiting_worker_is_restarted_with_backoff() {
     // The logs keep every run's output.
     assert!(p.logs(&["c"]).matches("crashing soon").count() >= 3);
     assert_eq!(p.row("t")["status"], "running");
+    // A stop, even between runs, is not undone by the supervisor.
+    let out = p.iii(&["worker", "stop", "c"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let restarts = p.row("c")["restarts"].clone();
+    assert_eq!(p.row("c")["status"], "stopped");
+    std::thread::sleep(Duration::from_secs(5));
+    let r = p.row("c");
+    assert_eq!(r["status"], "stopped", "{r}");
+    assert_eq!(r["restarts"], restarts, "{r}");
 }
 
 #[test]

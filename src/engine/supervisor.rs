@@ -352,16 +352,23 @@ impl Engine {
                 Err(e) => Reply::fail(e.to_string()),
             };
         };
-        let mon = {
+        let dir = self.project.worker_dir(name);
+        let (mon, was_wanted) = {
             let mut c = guard(&slot.ctl);
+            let was_wanted = c.want;
             c.want = false;
             slot.cv.notify_all();
-            c.monitor
+            (c.monitor, was_wanted)
         };
         let Some(mon) = mon else {
+            if was_wanted {
+                // Waiting out a restart backoff: no process, but the stop cancels the restart,
+                // and `list` should say so rather than show the last exit.
+                mark_stopped(&dir);
+                return lifecycle::StopOutcome::Stopped.reply(name);
+            }
             return lifecycle::StopOutcome::AlreadyStopped.reply(name);
         };
-        let dir = self.project.worker_dir(name);
         let outcome = match control::call(
             &dir.join("control.sock"),
             &Request::Stop {
@@ -479,6 +486,21 @@ impl Engine {
         let threads: Vec<_> = guard(&self.threads).drain(..).collect();
         for t in threads {
             let _ = t.join();
+        }
+    }
+}
+
+/// Record that a worker between runs is now stopped (its last exit details stay).
+fn mark_stopped(dir: &std::path::Path) {
+    if let Ok(mut st) = state::read(dir) {
+        let ended = matches!(st.status, state::Status::Exited | state::Status::Crashed)
+            || (matches!(st.status, state::Status::Running | state::Status::Starting)
+                && !st.monitor_alive());
+        if ended {
+            st.status = state::Status::Stopped;
+            if let Err(e) = state::write(dir, &st) {
+                eprintln!("warning: {e}");
+            }
         }
     }
 }
