@@ -5,7 +5,7 @@
 set -eu
 N=${1:-30}
 cd "$(dirname "$0")/.."
-cargo build --release --bin iii --example sandbox_start >/dev/null
+cargo build --quiet --release --bin iii --example sandbox_start
 T=$(mktemp -d "${TMPDIR:-/var/tmp}/iii-bench.XXXXXX")
 trap 'rm -rf "$T"' EXIT
 R=$T/bundle/rootfs

@@ -8,8 +8,10 @@
 #   musl-tools       musl-gcc, for the static x86_64-unknown-linux-musl release binary
 #   gcc              builds the freestanding guest programs the VMM tests boot under KVM
 #   zstd             compresses the zstd-layer test images
+#   e2fsprogs        mke2fs -d: the ext2 disk images the virtio-blk tests read
+#   umoci, tar       anchors the unpack tests compare our extraction with (and util-linux setpriv)
 set -euo pipefail
-pkgs=(docker-registry busybox-static apache2-utils openssl musl-tools gcc zstd)
+pkgs=(docker-registry busybox-static apache2-utils openssl musl-tools gcc zstd e2fsprogs umoci tar util-linux)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -7,6 +7,7 @@ mod support;
 use std::collections::BTreeMap;
 
 use iii::oci::digest::Digest;
+use iii::oci::progress::PlainProgress;
 use iii::oci::{pull, NoProgress, Store};
 use support::fake::{FakeRegistry, Fault};
 use support::image::*;
@@ -185,6 +186,57 @@ fn pinned_digest_pull_is_offline_once_installed() {
 }
 
 #[test]
+fn progress_reports_each_layer_downloaded_then_present() {
+    let s = setup();
+    let mut p = PlainProgress::new(Vec::new());
+    pull(&s.image, &s.store, &mut p).unwrap();
+    let first = String::from_utf8(p.into_inner()).unwrap();
+    let mut p = PlainProgress::new(Vec::new());
+    pull(&s.image, &s.store, &mut p).unwrap();
+    let second = String::from_utf8(p.into_inner()).unwrap();
+    for (out, word) in [(&first, "downloaded"), (&second, "already present")] {
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 4, "{out}");
+        assert!(
+            lines[0].contains(&s.built.manifest_digest.to_string()),
+            "{out}"
+        );
+        for (i, d) in s.built.layer_digests.iter().enumerate() {
+            let want = format!("layer {}/3 sha256:{}", i + 1, d.short());
+            let line = lines.iter().find(|l| l.starts_with(&want)).expect(&want);
+            assert!(line.ends_with(word), "{line}");
+        }
+    }
+}
+
+#[test]
+fn a_layer_listed_twice_downloads_once() {
+    let fake = FakeRegistry::start();
+    let base = Layer::new(Comp::Gzip, vec![file("f", b"base")]);
+    let top = Layer::new(Comp::Gzip, vec![file("f", b"top"), file("g", b"g")]);
+    // base, top, base again: the third application restores f's first content.
+    let img = Image::new(Format::Oci, vec![base.clone(), top, base]);
+    let built = img.build();
+    assert_eq!(built.layer_digests[0], built.layer_digests[2]);
+    fake.serve(&built, "t");
+    let home = TempDir::new("home");
+    let store = Store::open(home.path()).unwrap();
+    let installed = pull(&format!("{}/dup/app:t", fake.host), &store, &mut NoProgress).unwrap();
+    assert_tree(
+        &installed.rootfs,
+        &BTreeMap::from([
+            ("f".into(), file_node(b"base", 0o644, 0)),
+            ("g".into(), file_node(b"g", 0o644, 0)),
+        ]),
+    );
+    assert_eq!(
+        fake.blob_requests(),
+        3,
+        "two distinct layers and the config"
+    );
+}
+
+#[test]
 fn concurrent_pulls_share_one_tree() {
     let s = setup();
     let results: Vec<_> = std::thread::scope(|scope| {
@@ -316,4 +368,80 @@ fn pull_survives_sigkill_mid_layer() {
         "dead pull's temporaries swept"
     );
     assert!(!staging.exists(), "dead pull's staging replaced");
+}
+
+const SHARE_CHILD_ENV: &str = "III_TEST_SHARE_CHILD_IMAGE";
+
+/// Two processes pull one image into one store at the same time (the layer trickles, so
+/// they overlap): both succeed, the layer is fetched once, one tree results. The test
+/// re-runs its own binary (filtered to this test) as the two processes.
+#[test]
+fn concurrent_processes_share_one_tree() {
+    if let Ok(image) = std::env::var(SHARE_CHILD_ENV) {
+        let home = std::env::var("III_TEST_SHARE_CHILD_HOME").unwrap();
+        let store = Store::open(std::path::Path::new(&home)).unwrap();
+        let installed = pull(&image, &store, &mut NoProgress).unwrap();
+        println!("ROOTFS {}", installed.rootfs.display());
+        return;
+    }
+    let data = noise(256 << 10);
+    let img = Image::new(
+        Format::Oci,
+        vec![Layer::new(Comp::Gzip, vec![file("blob", &data)])],
+    );
+    let built = img.build();
+    let fake = FakeRegistry::start();
+    fake.serve(&built, "t");
+    fake.fault(&built.layer_digests[0], Fault::Slow);
+    let image = format!("{}/shared/app:t", fake.host);
+    let home = TempDir::new("home");
+    let children: Vec<_> = (0..2)
+        .map(|_| {
+            std::process::Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "--exact",
+                    "concurrent_processes_share_one_tree",
+                    "--nocapture",
+                ])
+                .env(SHARE_CHILD_ENV, &image)
+                .env("III_TEST_SHARE_CHILD_HOME", home.path())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let outputs: Vec<_> = children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect();
+    let mut roots = Vec::new();
+    for o in &outputs {
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            o.status.success(),
+            "{out}{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        roots.push(
+            out.lines()
+                .find_map(|l| l.strip_prefix("ROOTFS "))
+                .unwrap()
+                .to_string(),
+        );
+    }
+    assert_eq!(roots[0], roots[1]);
+    let layer_gets = fake
+        .requests()
+        .iter()
+        .filter(|r| r.contains(&built.layer_digests[0].to_string()))
+        .count();
+    assert_eq!(
+        layer_gets, 1,
+        "the second process waited and reused the first's work"
+    );
+    assert_tree(
+        std::path::Path::new(&roots[0]),
+        &BTreeMap::from([("blob".into(), file_node(&data, 0o644, 0))]),
+    );
 }

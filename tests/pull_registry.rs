@@ -101,6 +101,15 @@ fn docker_schema2_zstd_uncompressed_and_untyped_manifests() {
         let (_home, installed, _) = push_and_pull(&reg, repo, &img);
         assert_tree(&installed.rootfs, &small_tree());
     }
+    // Tars without their end-of-archive blocks, compressed and not.
+    for (repo, comp) in [("no-eof-gzip", Comp::Gzip), ("no-eof-plain", Comp::None)] {
+        let img = Image::new(
+            Format::Oci,
+            vec![small_tree_layer(comp).without_eof_blocks()],
+        );
+        let (_home, installed, _) = push_and_pull(&reg, repo, &img);
+        assert_tree(&installed.rootfs, &small_tree());
+    }
 }
 
 #[test]
@@ -266,6 +275,16 @@ fn multi_arch_index_picks_the_host_platform() {
             &installed.rootfs,
             &BTreeMap::from([("arch".into(), file_node(host_arch().as_bytes(), 0o644, 0))]),
         );
+        // A foreign image pulled directly (not through an index) is refused, not installed.
+        let direct = format!("{}/{repo}@{}", reg.host, b_foreign.manifest_digest);
+        let e = pull(&direct, &store, &mut NoProgress)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(&format!("linux/{other_arch}")) && e.contains(&direct),
+            "{e}"
+        );
+        assert!(store.lookup(&direct).unwrap().is_none());
         // An index without our platform names what it has.
         push_index(
             &reg,

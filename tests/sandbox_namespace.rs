@@ -53,6 +53,17 @@ fn can_run() -> bool {
     true
 }
 
+/// Whether this host can give sandboxes `res` (cgroup controllers mounted and delegable).
+fn limits_available(res: &Resources) -> bool {
+    match namespace::cgroup::Cgroup::probe(res) {
+        Ok(()) => true,
+        Err(e) => {
+            eprintln!("SKIP: resource limits unavailable here: {e}");
+            false
+        }
+    }
+}
+
 /// A busybox root filesystem: /bin/busybox, its applets, /etc/passwd and /etc/group.
 fn busybox_root(dir: &Path) -> PathBuf {
     let root = dir.join("image");
@@ -136,15 +147,21 @@ fn collect(fd: OwnedFd) -> JoinHandle<String> {
 fn start(spec: &SandboxSpec) -> Running {
     let (or, ow) = pipe();
     let (er, ew) = pipe();
-    let sb = namespace::start_with(
+    let sb = match namespace::start_with(
         spec,
         Stdio {
             stdout: ow,
             stderr: ew,
         },
         &opts(),
-    )
-    .unwrap();
+    ) {
+        Ok(sb) => sb,
+        Err(e) => {
+            // Init is gone: its log (the worker's stderr) says why.
+            let log = collect(er).join().unwrap();
+            panic!("starting {}: {e}\ninit's log: {log}", spec.name);
+        }
+    };
     Running {
         sb,
         out: collect(or),
@@ -200,6 +217,8 @@ fn worker_sees_only_its_own_processes_files_hostname_and_loopback() {
          echo '== net'; ls /sys/class/net; \
          echo '== write'; echo mine > /etc/written && echo ok; \
          echo '== cwd'; pwd; \
+         echo '== localhost'; ping -c1 -W1 localhost >/dev/null && echo ok; \
+         echo '== cgroup'; cut -d: -f3 /proc/self/cgroup | sort -u; \
          echo '== end'",
         s = sentinel.display()
     );
@@ -224,6 +243,9 @@ fn worker_sees_only_its_own_processes_files_hostname_and_loopback() {
     assert_eq!(section(&out, "net"), ["lo"]);
     assert_eq!(section(&out, "write"), ["ok"]);
     assert_eq!(section(&out, "cwd"), ["/workspace"]);
+    assert_eq!(section(&out, "localhost"), ["ok"], "{err}");
+    // Its own cgroup namespace, rooted at the sandbox's cgroups: no host cgroup paths.
+    assert_eq!(section(&out, "cgroup"), ["/"]);
     // The write landed in the worker's layer, not in the shared image.
     let upper = s.worker_dir.join("layer/upper");
     assert_eq!(
@@ -269,6 +291,13 @@ fn memory_hog_is_oom_killed_and_reported() {
     if !can_run() {
         return;
     }
+    let mem = Resources {
+        memory_bytes: Some(32 << 20),
+        ..Resources::default()
+    };
+    if !limits_available(&mem) {
+        return;
+    }
     let dir = TempDir::new("oom");
     let image = busybox_root(&dir.0);
     // busybox tail keeps the last lines of a newline-free stream in memory: it grows forever.
@@ -288,6 +317,13 @@ fn memory_hog_is_oom_killed_and_reported() {
 #[test]
 fn fork_bomb_is_stopped_by_the_pids_limit() {
     if !can_run() {
+        return;
+    }
+    let pids = Resources {
+        pids: Some(40),
+        ..Resources::default()
+    };
+    if !limits_available(&pids) {
         return;
     }
     let dir = TempDir::new("bomb");
@@ -396,7 +432,8 @@ fn hardening_refuses_mount_kexec_and_namespaces() {
             "sh",
             "-c",
             "mount -t tmpfs x /mnt; echo rc=$?; cat /proc/keys | wc -c; \
-          echo x > /proc/sys/kernel/domainname; echo sysctl=$?",
+          echo x > /proc/sys/kernel/domainname; echo sysctl=$?; \
+          cat /proc/1/exe > /dev/null; echo init_exe=$?",
         ],
     );
     let (exit, out, err) = run(&s);
@@ -406,6 +443,9 @@ fn hardening_refuses_mount_kexec_and_namespaces() {
     // /proc/keys is masked: /dev/null reads as empty; /proc/sys is read-only.
     assert!(out.lines().any(|l| l.trim() == "0"), "{out}");
     assert!(out.contains("sysctl=1"), "{out}");
+    // Init runs the host's iii binary; the worker must not reach it through /proc/1/exe
+    // (it lacks init's capabilities, so ptrace-mode access to PID 1 is refused).
+    assert!(out.contains("init_exe=1"), "{out}");
     assert!(err.contains("Read-only file system"), "{err}");
 
     let Some(probe) = build_probe(&dir.0) else {
@@ -724,15 +764,19 @@ fn limits_reach_the_cgroups_and_a_control_channel_signal_reaches_the_worker() {
     if !can_run() {
         return;
     }
-    let dir = TempDir::new("limits");
-    let image = busybox_root(&dir.0);
-    let script = "trap 'exit 7' INT; touch /workspace/ready; while true; do sleep 0.05; done";
-    let mut s = spec(&dir.0, &image, "limits", &["sh", "-c", script]);
-    s.resources = Resources {
+    let all = Resources {
         cpus: Some(0.5),
         memory_bytes: Some(64 << 20),
         pids: Some(100),
     };
+    if !limits_available(&all) {
+        return;
+    }
+    let dir = TempDir::new("limits");
+    let image = busybox_root(&dir.0);
+    let script = "trap 'exit 7' INT; touch /workspace/ready; while true; do sleep 0.05; done";
+    let mut s = spec(&dir.0, &image, "limits", &["sh", "-c", script]);
+    s.resources = all;
     let r = start(&s);
     wait_for_layer_file(&s, "workspace/ready");
     let read = |file: &str| -> Option<String> {
@@ -754,6 +798,22 @@ fn limits_reach_the_cgroups_and_a_control_channel_signal_reaches_the_worker() {
         assert_eq!(read("cpu.cfs_period_us").unwrap(), "100000");
     }
     assert_eq!(read("pids.max").unwrap(), "100");
+    // Streams the host opens reach init, which refuses kinds it does not serve, and the
+    // opener is told why.
+    let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+    a.set_nonblocking(true).unwrap();
+    let (id, replies) =
+        r.sb.control()
+            .open(
+                iii::protocol::OpenRequest::EngineLink,
+                Box::new(mio::net::UnixStream::from_std(a)),
+            )
+            .unwrap();
+    assert_eq!(id % 2, 0, "host-opened streams are even");
+    match replies.recv_timeout(Duration::from_secs(10)).unwrap() {
+        iii::protocol::Message::OpenFailed { message } => assert!(message.contains("init")),
+        other => panic!("unexpected reply {other:?}"),
+    }
     // The host can also signal through the control channel instead of kill(2).
     r.sb.control()
         .send(

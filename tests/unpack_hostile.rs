@@ -198,6 +198,15 @@ fn write_through_absolute_symlink_is_rejected() {
     let tar = Raw::new().file("a/secret", b"overwritten").tar();
     assert_rejected(s.apply(&tar), "a/secret", "symlink");
     s.assert_outside_untouched();
+    // The classic: `etc -> /etc`, then `etc/passwd`.
+    let before = fs::read("/etc/passwd").ok();
+    let tar = Raw::new()
+        .symlink("etc", "/etc")
+        .file("etc/passwd", b"pwned::0:0::/:/bin/sh\n")
+        .tar();
+    assert_rejected(s.apply(&tar), "etc/passwd", "'etc' is a symlink");
+    assert_eq!(fs::read("/etc/passwd").ok(), before);
+    s.assert_outside_untouched();
 }
 
 #[test]
@@ -349,5 +358,131 @@ fn hostile_gnu_long_name_is_rejected() {
     b.append(&h, &b"bad"[..]).unwrap();
     let tar = b.into_inner().unwrap();
     assert_rejected(s.apply(&tar), &long, "escapes");
+    s.assert_outside_untouched();
+}
+
+/// A small deterministic PRNG (xorshift64*), so a failure replays exactly.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn pick<'a>(&mut self, from: &[&'a str]) -> &'a str {
+        from[(self.next() % from.len() as u64) as usize]
+    }
+}
+
+/// Many random layers mixing `..`, absolute names, symlinks to `..`, `/` and the sentinel,
+/// hard links and whiteouts through them, applied one after another onto the same rootfs:
+/// each may fail, none may panic or touch anything outside.
+#[test]
+fn random_hostile_layers_never_escape() {
+    let s = Sandbox::new("random");
+    let outside = s.outside_str();
+    let secret = format!("{outside}/secret");
+    let comps = [
+        "a", "b", "l", "m", "..", ".", "", "outside", "secret", ".wh.a", ".wh.l",
+    ];
+    let targets = [
+        "..", "../..", "../../..", "/", "a", "l/..", "b/../..", &outside, &secret,
+    ];
+    let mut rng = Rng(0x5eed_1234_abcd_0001);
+    let mut failures = 0;
+    for _ in 0..400 {
+        let mut raw = Raw::new();
+        for _ in 0..1 + rng.next() % 8 {
+            let depth = 1 + rng.next() % 4;
+            let mut name: Vec<&str> = (0..depth).map(|_| rng.pick(&comps)).collect();
+            if rng.next().is_multiple_of(5) {
+                name.insert(0, "");
+            }
+            if rng.next().is_multiple_of(6) {
+                name.push(".wh..wh..opq");
+            }
+            let name = name.join("/");
+            if name.is_empty() || name.len() >= 100 {
+                continue;
+            }
+            raw = match rng.next() % 5 {
+                0 => raw.file(&name, b"payload"),
+                1 => raw.dir(&format!("{name}/")),
+                2 => raw.symlink(&name, rng.pick(&targets)),
+                3 => {
+                    let target = match rng.next() % 2 {
+                        0 => rng.pick(&targets).to_string(),
+                        _ => (0..2)
+                            .map(|_| rng.pick(&comps))
+                            .collect::<Vec<_>>()
+                            .join("/"),
+                    };
+                    raw.hardlink(&name, &target)
+                }
+                _ => raw.file(&format!("{name}/.wh.{}", rng.pick(&comps)), b""),
+            };
+        }
+        if s.apply(&raw.tar()).is_err() {
+            failures += 1;
+        }
+        s.assert_outside_untouched();
+    }
+    // Most hostile layers fail, but not all: the generator also makes harmless ones.
+    assert!(
+        failures > 50 && failures < 400,
+        "{failures} of 400 layers failed"
+    );
+}
+
+/// Random byte corruption of a valid layer: errors are fine, panics and escapes are not.
+#[test]
+fn corrupted_tar_bytes_never_panic() {
+    let s = Sandbox::new("corrupt");
+    let base = Raw::new()
+        .dir("d/")
+        .file("d/f", &[7u8; 3000])
+        .symlink("d/l", "f")
+        .hardlink("d/h", "d/f")
+        .file("d/.wh.gone", b"")
+        .tar();
+    let mut rng = Rng(0xc0ff_ee00_1234_5678);
+    for _ in 0..300 {
+        let mut t = base.clone();
+        for _ in 0..1 + rng.next() % 6 {
+            let i = (rng.next() % t.len() as u64) as usize;
+            t[i] = rng.next() as u8;
+        }
+        if rng.next().is_multiple_of(4) {
+            t.truncate((rng.next() % t.len() as u64) as usize);
+        }
+        let _ = s.apply(&t);
+        s.assert_outside_untouched();
+    }
+}
+
+#[test]
+fn overlong_paths_are_rejected() {
+    let s = Sandbox::new("overlong");
+    // 3000 nested directories in one PAX path: beyond PATH_MAX, refused before any mkdir.
+    let deep = "d/".repeat(3000) + "f";
+    let mut b = tar::Builder::new(Vec::new());
+    b.append_pax_extensions([("path", deep.as_bytes())])
+        .unwrap();
+    let mut h = tar::Header::new_gnu();
+    h.set_path("stand-in").unwrap();
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    h.set_size(1);
+    h.set_cksum();
+    b.append(&h, &b"x"[..]).unwrap();
+    let e = s.apply(&b.into_inner().unwrap()).unwrap_err();
+    assert!(e.contains("path longer than"), "{e}");
+    assert!(fs::read_dir(&s.root).unwrap().next().is_none());
     s.assert_outside_untouched();
 }

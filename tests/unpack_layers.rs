@@ -521,6 +521,21 @@ fn tar_without_end_of_archive_blocks() {
 }
 
 #[test]
+fn empty_and_single_end_block_archives() {
+    let t = TempDir::new("empty");
+    let r = rootfs(&t);
+    assert_eq!(apply(&[], &r), LayerStats::default());
+    assert_eq!(apply(&[0u8; 10240], &r), LayerStats::default());
+    // One zero block instead of two still ends the archive.
+    let mut tar = sample_layer();
+    let n = tar.len();
+    tar.truncate(n - 512);
+    assert_eq!(apply(&tar, &r).entries, 4);
+    check_sample(&r);
+    assert!(apply_layer(&b"not a tar at all"[..], &r, &opts()).is_err());
+}
+
+#[test]
 fn truncated_entry_fails() {
     let tar = sample_layer();
     let t = TempDir::new("trunc");
@@ -700,8 +715,10 @@ fn unprivileged_read_only_directories() {
         return;
     }
     std::os::unix::fs::chown(&t.0, Some(65534), Some(65534)).unwrap();
+    // Under a strict umask too: modes must come from the tar, not the process.
     let out = std::process::Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .args(["sh", "-c", "umask 077 && exec \"$0\" \"$@\""])
         .arg(std::env::current_exe().unwrap())
         .args([
             "--exact",
@@ -725,6 +742,18 @@ fn rootless_read_only_dirs(base: &Path) {
     let r = base.join("rootfs");
     fs::create_dir(&r).unwrap();
     let unpriv = UnpackOptions { privileged: false };
+    let strict_umask = fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .contains("Umask:\t0077");
+    if strict_umask {
+        let l0 = Layer::new().file("implicit/parent/file", b"f", 0o644).tar();
+        apply_layer(&l0[..], &r, &unpriv).unwrap();
+        assert_eq!(mode(&r.join("implicit")), 0o755);
+        assert_eq!(mode(&r.join("implicit/parent")), 0o755);
+        assert_eq!(mode(&r.join("implicit/parent/file")), 0o644);
+    } else {
+        eprintln!("SKIP umask part: not run under umask 077");
+    }
     let l1 = Layer::new()
         .dir("ro/", 0o555)
         .file("ro/a", b"a", 0o444)

@@ -64,18 +64,24 @@ fn run() -> i32 {
     // The worker must not inherit the channel.
     // SAFETY: fcntl on our own fd.
     unsafe { libc::fcntl(INIT_CONTROL_FD, libc::F_SETFD, libc::FD_CLOEXEC) };
-    let (cfg, decoder) = match read_start(&chan) {
+    // As PID 1 of a namespace, a signal we neither handle nor block is dropped: block them
+    // first, so a SIGTERM that arrives during setup still reaches the worker.
+    let signals = match block_signals() {
+        Ok(fd) => fd,
+        Err(e) => return setup_failed(&chan, e),
+    };
+    let mut decoder = Decoder::new();
+    let cfg = match read_until(&chan, &mut decoder, |m| match m {
+        Message::Start(cfg) => Some(*cfg),
+        _ => None,
+    }) {
         Ok(x) => x,
         Err(e) => {
             eprintln!("iii-init: {e}");
             return 1;
         }
     };
-    let signals = match block_signals() {
-        Ok(fd) => fd,
-        Err(e) => return setup_failed(&chan, e),
-    };
-    if let Err(e) = setup(&cfg) {
+    if let Err(e) = setup(&cfg, &chan, &mut decoder) {
         return setup_failed(&chan, e);
     }
     let hardening = match cfg.setup {
@@ -109,18 +115,24 @@ fn run() -> i32 {
     }
 }
 
-/// Read frames until the `Start` message; returns it and the decoder (which may hold more).
-fn read_start(mut chan: &UnixStream) -> Result<(InitConfig, Decoder)> {
-    let mut dec = Decoder::new();
+/// Read frames (blocking) until `pick` accepts a stream-0 message; frames before it are
+/// dropped (the host sends nothing else before the worker runs).
+fn read_until<T>(
+    mut chan: &UnixStream,
+    dec: &mut Decoder,
+    pick: impl Fn(Message) -> Option<T>,
+) -> Result<T> {
     let mut buf = [0u8; 16 << 10];
     loop {
         while let Some(f) = dec.next_frame()? {
-            if let Message::Start(cfg) = f.message()? {
-                return Ok((*cfg, dec));
+            if f.stream == SANDBOX_STREAM {
+                if let Some(t) = pick(f.message()?) {
+                    return Ok(t);
+                }
             }
         }
         let n = match chan.read(&mut buf) {
-            Ok(0) => return Err(err!("control channel closed before the start message")),
+            Ok(0) => return Err(err!("control channel closed during sandbox setup")),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(err!("reading the control channel: {e}")),
@@ -175,7 +187,7 @@ fn block_signals() -> Result<OwnedFd> {
     }
 }
 
-fn setup(cfg: &InitConfig) -> Result<()> {
+fn setup(cfg: &InitConfig, chan: &UnixStream, dec: &mut Decoder) -> Result<()> {
     match &cfg.setup {
         Setup::Namespace {
             lower,
@@ -184,17 +196,27 @@ fn setup(cfg: &InitConfig) -> Result<()> {
             merged,
             loopback,
         } => {
-            mounts::unshare_cgroup()?;
-            mounts::build_root(&mounts::Layers {
-                lower,
-                upper,
-                work,
-                merged,
-            })?;
+            mounts::build_root(
+                &mounts::Layers {
+                    lower,
+                    upper,
+                    work,
+                    merged,
+                },
+                &cfg.hostname,
+                !*loopback,
+            )?;
             mounts::set_hostname(&cfg.hostname)?;
             if *loopback {
                 mounts::loopback_up()?;
             }
+            // The host moves us into the sandbox's cgroups while we build the root (on cgroup
+            // v1 that move costs an RCU grace period, ~10 ms); the worker must start inside
+            // them, and the cgroup namespace must be rooted there.
+            read_until(chan, dec, |m| {
+                matches!(m, Message::CgroupsReady).then_some(())
+            })?;
+            mounts::unshare_cgroup()?;
         }
     }
     Ok(())
@@ -238,6 +260,10 @@ fn serve(
     let initial = mux.drain_decoded(poll.registry());
     let mut pending: Vec<MuxEvent> = initial;
     loop {
+        if mux.is_closed() {
+            // The host side is gone: take the whole sandbox down with us.
+            return Ok(137);
+        }
         for ev in pending.drain(..) {
             match ev {
                 MuxEvent::Message {

@@ -65,13 +65,30 @@ pub fn pull(image: &str, store: &Store, progress: &mut dyn Progress) -> Result<I
         store.put_blob(&digest, &manifest_bytes)?;
     }
     let config_bytes = small_blob(&client, store, &m.config, image)?;
-    ImageConfig::parse(&config_bytes)
+    let parsed = ImageConfig::parse(&config_bytes)
         .with_context(|| format!("image {image}: config {}", m.config.digest))?;
+    check_platform(&parsed, image)?;
 
     let staging = store.stage(&digest, &lock)?;
     apply_layers(&client, store, &m.layers, staging.rootfs(), progress, image)?;
     let installed = staging.commit(&config_bytes, &manifest_bytes)?;
     finish(installed)
+}
+
+/// Refuse an image built for another OS or architecture: its programs could not run here,
+/// and saying so now beats an "exec format error" when the worker starts.
+fn check_platform(config: &manifest::ParsedConfig, image: &str) -> Result<()> {
+    let host = manifest::host_platform();
+    let os = config.os.as_deref().unwrap_or(&host.os);
+    let arch = config.architecture.as_deref().unwrap_or(&host.architecture);
+    if os != host.os || arch != host.architecture {
+        return Err(err!(
+            "image {image} is built for {os}/{arch}, but this host runs {}/{}",
+            host.os,
+            host.architecture
+        ));
+    }
+    Ok(())
 }
 
 /// Fetch the manifest for `reference`, following an index to this host's platform.

@@ -136,21 +136,41 @@ impl Store {
         })
     }
 
-    /// Remove blob temporaries left by processes that no longer exist.
+    /// Remove what killed pulls left behind: blob and ref temporaries of processes that no
+    /// longer exist, and image staging directories whose install lock nobody holds.
     pub fn sweep_temporaries(&self) {
-        let Ok(entries) = fs::read_dir(self.root.join("blobs/sha256")) else {
+        for dir in ["blobs/sha256", "refs"] {
+            let Ok(entries) = fs::read_dir(self.root.join(dir)) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                let name = e.file_name();
+                let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(".tmp-")) else {
+                    continue;
+                };
+                let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<i32>().ok()) else {
+                    continue;
+                };
+                if !process_alive(pid) {
+                    let _ = fs::remove_file(e.path());
+                }
+            }
+        }
+        let Ok(entries) = fs::read_dir(self.root.join("images/sha256")) else {
             return;
         };
         for e in entries.flatten() {
             let name = e.file_name();
-            let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(".tmp-")) else {
+            let Some(hex) = name.to_str().and_then(|n| n.strip_prefix(".tmp-")) else {
                 continue;
             };
-            let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<i32>().ok()) else {
+            if Digest::parse(&format!("sha256:{hex}")).is_err() {
                 continue;
-            };
-            if !process_alive(pid) {
-                let _ = fs::remove_file(e.path());
+            }
+            // Held by a live pull (ours included): leave it. Free: its owner died.
+            let lock = self.root.join("locks").join(format!("{hex}.lock"));
+            if let Ok(Some(_held)) = FileLock::try_acquire(&lock) {
+                let _ = remove_tree(&self.root.join("images/sha256").join(&name));
             }
         }
     }
@@ -351,8 +371,10 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// Write `path` via a temporary file and rename, so readers see old or new, never half.
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension(format!(
-        "tmp-{}-{}",
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    // `.tmp-<pid>-…`: the form sweep_temporaries recognises.
+    let tmp = path.with_file_name(format!(
+        ".tmp-{}-{}-{name}",
         std::process::id(),
         TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
     ));
@@ -379,22 +401,39 @@ pub struct FileLock {
 }
 
 impl FileLock {
+    /// Block until the lock on `path` is ours.
     pub fn acquire(path: &Path) -> Result<FileLock> {
+        Ok(FileLock::lock(path, true)?.expect("a blocking lock is always taken"))
+    }
+
+    /// The lock on `path` if nobody holds it, else `None`.
+    pub fn try_acquire(path: &Path) -> Result<Option<FileLock>> {
+        FileLock::lock(path, false)
+    }
+
+    fn lock(path: &Path, wait: bool) -> Result<Option<FileLock>> {
         let file = fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .open(path)
             .with_context(|| format!("opening lock {}", path.display()))?;
+        let op = if wait {
+            libc::LOCK_EX
+        } else {
+            libc::LOCK_EX | libc::LOCK_NB
+        };
         loop {
             // SAFETY: flock on a descriptor we own, kept open for the lock's lifetime.
-            let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+            let r = unsafe { libc::flock(file.as_raw_fd(), op) };
             if r == 0 {
-                return Ok(FileLock { _file: file });
+                return Ok(Some(FileLock { _file: file }));
             }
             let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::Interrupted {
-                return Err(err!("locking {}: {e}", path.display()));
+            match e.kind() {
+                io::ErrorKind::Interrupted => {}
+                io::ErrorKind::WouldBlock => return Ok(None),
+                _ => return Err(err!("locking {}: {e}", path.display())),
             }
         }
     }
@@ -472,8 +511,19 @@ mod tests {
         fs::write(dir.join(".tmp-2147483646-0-abc"), b"x").unwrap();
         let live = format!(".tmp-{}-999-abc", std::process::id());
         fs::write(dir.join(&live), b"x").unwrap();
+        // A staging dir whose lock is free (its pull died) goes; a locked one stays.
+        let (dead, busy) = (Digest::of(b"dead"), Digest::of(b"busy"));
+        let images = store.root().join("images/sha256");
+        fs::create_dir_all(images.join(format!(".tmp-{}/rootfs", dead.hex()))).unwrap();
+        fs::create_dir_all(images.join(format!(".tmp-{}/rootfs", busy.hex()))).unwrap();
+        let _held = store.lock_image(&busy).unwrap();
+        let stale_ref = store.root().join("refs/.tmp-2147483646-0-x.json");
+        fs::write(&stale_ref, b"{").unwrap();
         store.sweep_temporaries();
         assert_eq!(temps(&store), vec![live]);
+        assert!(!stale_ref.exists());
+        assert!(!images.join(format!(".tmp-{}", dead.hex())).exists());
+        assert!(images.join(format!(".tmp-{}", busy.hex())).exists());
     }
 
     #[test]

@@ -175,6 +175,9 @@ impl Decoder {
 pub enum Message {
     /// Host → init, the first frame on stream 0: set the sandbox up and start the worker.
     Start(Box<InitConfig>),
+    /// Host → init (namespace backend), after `Start`: init is now in the sandbox's cgroups
+    /// and may start the worker.
+    CgroupsReady,
     /// Init → host: the worker process is running (its PID inside the sandbox).
     Started { pid: u32 },
     /// Init → host: setting the sandbox up failed; init exits after sending this.

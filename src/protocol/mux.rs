@@ -147,7 +147,11 @@ impl Mux {
         endpoint: Box<dyn Endpoint>,
     ) -> io::Result<u32> {
         let id = self.next_id;
-        self.next_id = self.next_id.wrapping_add(2).max(1);
+        // Keep the parity on wrap-around (0 is the sandbox stream, never a data stream).
+        self.next_id = match self.next_id.wrapping_add(2) {
+            0 => 2,
+            n => n,
+        };
         self.send(id, &Message::Open(request));
         self.streams.insert(id, Stream::new(None));
         self.attach(registry, id, endpoint)?;
@@ -297,8 +301,13 @@ impl Mux {
                             request,
                         });
                     }
-                    Ok(Message::OpenFailed { .. }) if id != 0 => {
+                    Ok(message @ Message::OpenFailed { .. }) if id != 0 => {
+                        // The stream is gone; the opener still learns why.
                         self.remove(registry, id);
+                        events.push(MuxEvent::Message {
+                            stream: id,
+                            message,
+                        });
                     }
                     Ok(message) => events.push(MuxEvent::Message {
                         stream: id,
@@ -629,5 +638,11 @@ mod tests {
             host.turn();
         }
         assert_eq!(init.mux.stream_count(), 0);
+        assert!(init.got.contains(&MuxEvent::Message {
+            stream: id,
+            message: Message::OpenFailed {
+                message: "engine down".into()
+            }
+        }));
     }
 }

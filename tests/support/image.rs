@@ -193,16 +193,37 @@ pub fn compress(data: &[u8], c: Comp) -> Vec<u8> {
 pub struct Layer {
     pub entries: Vec<Entry>,
     pub comp: Comp,
+    /// Leave out the two zero blocks that end a tar archive (some tools do).
+    pub no_eof_blocks: bool,
 }
 
 impl Layer {
     pub fn new(comp: Comp, entries: Vec<Entry>) -> Layer {
-        Layer { entries, comp }
+        Layer {
+            entries,
+            comp,
+            no_eof_blocks: false,
+        }
+    }
+
+    pub fn without_eof_blocks(mut self) -> Layer {
+        self.no_eof_blocks = true;
+        self
+    }
+
+    /// The uncompressed tar.
+    pub fn tar(&self) -> Vec<u8> {
+        let mut t = tar_bytes(&self.entries);
+        if self.no_eof_blocks {
+            assert!(t.ends_with(&[0u8; 1024]));
+            t.truncate(t.len() - 1024);
+        }
+        t
     }
 
     /// The blob: compressed tar.
     pub fn blob(&self) -> Vec<u8> {
-        compress(&tar_bytes(&self.entries), self.comp)
+        compress(&self.tar(), self.comp)
     }
 
     fn media_type(&self, f: Format) -> &'static str {
@@ -265,7 +286,7 @@ impl Image {
         let mut diff_ids = Vec::new();
         let mut layer_digests = Vec::new();
         for l in &self.layers {
-            let tar = tar_bytes(&l.entries);
+            let tar = l.tar();
             diff_ids.push(Digest::of(&tar).to_string());
             let blob = compress(&tar, l.comp);
             let d = Digest::of(&blob);

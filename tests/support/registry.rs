@@ -72,20 +72,31 @@ impl Registry {
     /// Start a registry; returns `None` (after printing why) when `docker-registry` or a
     /// tool the auth mode needs is not installed.
     pub fn start(auth: Auth) -> Option<Registry> {
-        Registry::start_with(auth, false)
+        Registry::start_with(auth, None)
     }
 
     /// Start a registry serving HTTPS only, with a fresh self-signed certificate for
     /// 127.0.0.1 (see [`Registry::tls_cert`]).
     pub fn start_tls(auth: Auth) -> Option<Registry> {
+        Registry::start_tls_named(auth, None)
+    }
+
+    /// Like [`Registry::start_tls`], the certificate also naming `dns` (for tests that reach
+    /// the registry under a host name, through a proxy).
+    pub fn start_tls_named(auth: Auth, dns: Option<&str>) -> Option<Registry> {
         if !super::have_tool("openssl") {
             eprintln!("SKIP: `openssl` is not installed");
             return None;
         }
-        Registry::start_with(auth, true)
+        let san = match dns {
+            Some(d) => format!("subjectAltName=IP:127.0.0.1,DNS:{d}"),
+            None => "subjectAltName=IP:127.0.0.1".to_string(),
+        };
+        Registry::start_with(auth, Some(san))
     }
 
-    fn start_with(auth: Auth, tls: bool) -> Option<Registry> {
+    /// `tls`: the subjectAltName of the certificate to serve, or `None` for plain HTTP.
+    fn start_with(auth: Auth, tls: Option<String>) -> Option<Registry> {
         let needs: &[&str] = match auth {
             Auth::None => &["docker-registry"],
             Auth::Basic { .. } => &["docker-registry", "htpasswd"],
@@ -128,18 +139,13 @@ impl Registry {
         }
         let mut tls_yaml = String::new();
         let mut tls_cert = None;
-        if tls {
+        if let Some(san) = tls {
             let (key, cert) = (dir.path().join("tls.key"), dir.path().join("tls.crt"));
             let out = Command::new("openssl")
                 .args([
                     "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
                 ])
-                .args([
-                    "-subj",
-                    "/CN=127.0.0.1",
-                    "-addext",
-                    "subjectAltName=IP:127.0.0.1",
-                ])
+                .args(["-subj", "/CN=127.0.0.1", "-addext", &san])
                 // A server certificate, not a CA: rustls refuses a CA as the end entity.
                 .args(["-addext", "basicConstraints=critical,CA:FALSE"])
                 .args(["-addext", "extendedKeyUsage=serverAuth"])

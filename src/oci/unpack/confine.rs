@@ -142,12 +142,18 @@ fn open_component(parent: BorrowedFd<'_>, name: &[u8], create: bool) -> io::Resu
     let c = sys::cstr(name)?;
     match sys::open_dir_at(parent, &c) {
         Err(e) if create && e.raw_os_error() == Some(libc::ENOENT) => {
-            match sys::mkdir_at(parent, &c, 0o755) {
-                Ok(()) => {}
-                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+            let created = match sys::mkdir_at(parent, &c, 0o755) {
+                Ok(()) => true,
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => false,
                 Err(e) => return Err(e),
+            };
+            let fd = sys::open_dir_at(parent, &c)?;
+            if created {
+                // Exactly 0755 whatever the process umask: an implicit parent has no
+                // entry of its own to set its mode later, and the sandbox must traverse it.
+                sys::fchmod(fd.as_fd(), 0o755)?;
             }
-            sys::open_dir_at(parent, &c)
+            Ok(fd)
         }
         r => r,
     }

@@ -156,6 +156,15 @@ impl Extractor {
                 lossy(&name)
             )
         })?;
+        // Paths inside the image must stay usable by path (PATH_MAX), which also bounds
+        // directory depth, and with it the recursion of tree removal.
+        if comps.iter().map(|c| c.len() + 1).sum::<usize>() >= libc::PATH_MAX as usize {
+            return Err(err!(
+                "layer entry '{}…': path longer than {} bytes",
+                lossy(&name[..64]),
+                libc::PATH_MAX
+            ));
+        }
         self.apply_at(entry, kind, &name, &comps, &mut pax)
             .map_err(|e| err!("layer entry '{}': {e}", lossy(&name)))?;
         Ok(name)

@@ -154,7 +154,7 @@ pub(super) fn fchmod(fd: BorrowedFd<'_>, mode: u32) -> io::Result<()> {
 
 fn times(mtime: (i64, u32)) -> [libc::timespec; 2] {
     let ts = libc::timespec {
-        tv_sec: mtime.0 as libc::time_t,
+        tv_sec: mtime.0 as _,
         tv_nsec: mtime.1 as _,
     };
     // atime = mtime: extraction stays reproducible, as docker does.

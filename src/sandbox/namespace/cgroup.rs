@@ -113,26 +113,48 @@ impl Cgroup {
         let available =
             fs::read_to_string(h.own_dir.join("cgroup.controllers")).unwrap_or_default();
         let has = |c: &str| available.split_whitespace().any(|x| x == c);
+        let enabled =
+            fs::read_to_string(h.own_dir.join("cgroup.subtree_control")).unwrap_or_default();
+        let is_enabled = |c: &str| enabled.split_whitespace().any(|x| x == c);
+        // (controller, explicitly requested)
         let mut wanted = vec![];
         if res.memory_bytes.is_some() {
-            wanted.push("memory");
+            wanted.push(("memory", true));
         }
         if res.cpus.is_some() {
-            wanted.push("cpu");
+            wanted.push(("cpu", true));
         }
         if has("pids") || res.pids.is_some() {
-            wanted.push("pids");
+            wanted.push(("pids", res.pids.is_some()));
         }
-        for c in &wanted {
+        let mut usable = vec![];
+        for (c, requested) in wanted {
             if !has(c) {
                 return Err(err!(
                     "{c} limit requested but cgroup {} does not offer the {c} controller",
                     h.own_dir.display()
                 ));
             }
+            if is_enabled(c) {
+                usable.push(c);
+                continue;
+            }
             // A cgroup with processes of its own cannot delegate controllers (EBUSY) unless it
-            // is the root: the caller must then run iii from a cgroup of its own.
-            write(&h.own_dir.join("cgroup.subtree_control"), &format!("+{c}"))?;
+            // is the root: the caller must then run iii from a cgroup of its own. Only the
+            // default pids limit may be skipped; a limit the user asked for may not.
+            match write(&h.own_dir.join("cgroup.subtree_control"), &format!("+{c}")) {
+                Ok(()) => usable.push(c),
+                Err(_) if !requested => {}
+                Err(e) => {
+                    return Err(err!(
+                        "{}; cgroup {} cannot delegate the {c} controller while it holds \
+                         processes — run iii in a cgroup of its own (e.g. systemd-run --scope \
+                         -p Delegate=yes)",
+                        e.message(),
+                        h.own_dir.display()
+                    ))
+                }
+            }
         }
         let dir = self.mkdir(&h.own_dir, leaf)?;
         if let Some(mem) = res.memory_bytes {
@@ -146,7 +168,7 @@ impl Cgroup {
                 &format!("{} {CPU_PERIOD_US}", cpu_quota(cpus)),
             )?;
         }
-        if wanted.contains(&"pids") {
+        if usable.contains(&"pids") {
             write(&dir.join("pids.max"), &pids.to_string())?;
         }
         Ok(())
@@ -166,6 +188,12 @@ impl Cgroup {
             write(&d.join("cgroup.procs"), &pid.to_string())?;
         }
         Ok(())
+    }
+
+    /// Whether sandboxes can get these limits here: creates and removes a probe cgroup.
+    /// Tests use it to skip (with the reason) where cgroups cannot be delegated.
+    pub fn probe(res: &Resources) -> Result<()> {
+        Cgroup::create("probe", res).map(drop)
     }
 
     /// The cgroup directories (for tests and diagnostics).

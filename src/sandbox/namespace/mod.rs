@@ -134,8 +134,15 @@ impl ControlHandle {
 }
 
 /// Start a sandbox for `spec`: returns once the worker process is running (or its exec failed,
-/// which `wait` then reports as exit 127/126). Must be called from a thread that lives as long
-/// as the sandbox: init is killed when that thread exits.
+/// which `wait` then reports as exit 127/126, with the reason on the worker's stderr).
+///
+/// The caller's contract:
+/// - call it from a thread that lives as long as the sandbox: init is killed when that
+///   thread exits (PR_SET_PDEATHSIG follows the thread);
+/// - run as the `iii` binary (init is `/proc/self/exe`), or name it in [`Options::init_exe`];
+/// - end with [`Sandbox::wait`] or by dropping the sandbox (which kills it): that removes the
+///   cgroups. If the process dies first, the next start of the same worker sweeps them;
+/// - do not reap init yourself (`waitpid(-1)`): `wait` needs its status.
 pub fn start(spec: &SandboxSpec, stdio: Stdio) -> Result<NamespaceSandbox> {
     start_with(spec, stdio, &Options::default())
 }
@@ -170,6 +177,29 @@ pub fn start_with(spec: &SandboxSpec, stdio: Stdio, opts: &Options) -> Result<Na
     let devnull = File::open("/dev/null").context("opening /dev/null")?;
     let (host_end, init_end) = UnixStream::pair().context("creating the control channel")?;
 
+    let engine_port = (spec.network == Network::Isolated).then_some(spec.engine_addr.port());
+    let cfg = InitConfig {
+        hostname: name.clone(),
+        process: ProcessConfig {
+            args: spec.process.args.clone(),
+            env: spec.process.env.clone(),
+            cwd: spec.process.cwd.clone(),
+            uid: spec.process.user.uid,
+            gid: spec.process.user.gid,
+            additional_gids: spec.process.user.additional_gids.clone(),
+        },
+        engine_port,
+        setup: Setup::Namespace {
+            lower: path_str(&spec.image_root)?,
+            upper: path_str(&upper)?,
+            work: path_str(&work)?,
+            merged: path_str(&merged)?,
+            loopback: spec.network == Network::Isolated,
+        },
+    };
+    // Everything fallible that needs no child is done before the clone.
+    let poll = Poll::new().context("creating a poll")?;
+    let waker = Arc::new(Waker::new(poll.registry(), WAKER).context("creating a waker")?);
     let mut cgroup = Cgroup::create(name, &spec.resources)?;
     let mut flags =
         libc::CLONE_NEWPID | libc::CLONE_NEWNS | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
@@ -195,41 +225,32 @@ pub fn start_with(spec: &SandboxSpec, stdio: Stdio, opts: &Options) -> Result<Na
     // From here a failure must not leave init behind.
     let abort = |cgroup: &mut Cgroup, e: crate::Error| -> crate::Error {
         process::kill(pid, libc::SIGKILL).ok();
-        process::wait_pid(pid).ok();
+        let status = process::wait_pid(pid);
         cgroup.remove().ok();
-        e
+        match status {
+            Ok(Status::Exited(c)) => err!("{} (init exited with status {c})", e.message()),
+            Ok(Status::Signaled(s)) if s != libc::SIGKILL => {
+                err!("{} (init was killed by signal {s})", e.message())
+            }
+            _ => e,
+        }
     };
+    // Init builds the root filesystem while we move it into its cgroups.
+    if let Err(e) = send_message(&host_end, &Message::Start(Box::new(cfg))) {
+        return Err(abort(&mut cgroup, e));
+    }
     if let Err(e) = cgroup.add(pid as u32) {
         return Err(abort(&mut cgroup, e));
     }
-    let engine_port = (spec.network == Network::Isolated).then_some(spec.engine_addr.port());
-    let cfg = InitConfig {
-        hostname: name.clone(),
-        process: ProcessConfig {
-            args: spec.process.args.clone(),
-            env: spec.process.env.clone(),
-            cwd: spec.process.cwd.clone(),
-            uid: spec.process.user.uid,
-            gid: spec.process.user.gid,
-            additional_gids: spec.process.user.additional_gids.clone(),
-        },
-        engine_port,
-        setup: Setup::Namespace {
-            lower: path_str(&spec.image_root)?,
-            upper: path_str(&upper)?,
-            work: path_str(&work)?,
-            merged: path_str(&merged)?,
-            loopback: spec.network == Network::Isolated,
-        },
-    };
-    let decoder = match handshake(&host_end, cfg) {
+    if let Err(e) = send_message(&host_end, &Message::CgroupsReady) {
+        return Err(abort(&mut cgroup, e));
+    }
+    let decoder = match await_started(&host_end) {
         Ok(d) => d,
         Err(e) => return Err(abort(&mut cgroup, err!("worker {name}: {}", e.message()))),
     };
 
     let shared = Arc::new(Mutex::new(HostState::default()));
-    let poll = Poll::new().context("creating a poll")?;
-    let waker = Arc::new(Waker::new(poll.registry(), WAKER).context("creating a waker")?);
     let (tx, rx) = mpsc::channel();
     let thread_shared = shared.clone();
     let engine = spec.engine_addr;
@@ -262,14 +283,17 @@ fn path_str(p: &std::path::Path) -> Result<String> {
         .ok_or_else(|| err!("path {} is not UTF-8", p.display()))
 }
 
-/// Send `Start` and read until `Started` (or `Failed`); returns the decoder holding any bytes
-/// that followed.
-fn handshake(chan: &UnixStream, cfg: InitConfig) -> Result<Decoder> {
+/// Send one control message, blocking (before the channel thread takes over).
+fn send_message(chan: &UnixStream, msg: &Message) -> Result<()> {
     let mut out = Vec::new();
-    encode_message(&mut out, SANDBOX_STREAM, &Message::Start(Box::new(cfg)));
+    encode_message(&mut out, SANDBOX_STREAM, msg);
     (&*chan)
         .write_all(&out)
-        .context("sending the start message to init")?;
+        .context("sending the sandbox's configuration to init")
+}
+
+/// Read until `Started` (or `Failed`); returns the decoder holding any bytes that followed.
+fn await_started(chan: &UnixStream) -> Result<Decoder> {
     chan.set_read_timeout(Some(START_TIMEOUT)).ok();
     let mut dec = Decoder::new();
     let mut buf = [0u8; 16 << 10];
@@ -327,8 +351,12 @@ fn host_loop(
                     }
                 }
                 MuxEvent::Message { stream, message } => {
+                    let last = matches!(message, Message::OpenFailed { .. });
                     if let Some(tx) = routes.get(&stream) {
                         tx.send(message).ok();
+                    }
+                    if last {
+                        routes.remove(&stream);
                     }
                 }
                 MuxEvent::Open {
@@ -403,8 +431,13 @@ impl NamespaceSandbox {
     }
 
     fn reap(&mut self) -> Result<WorkerExit> {
-        let status = process::wait_pid(self.pid)
-            .with_context(|| format!("worker {}: waiting for init", self.name))?;
+        let status = match process::wait_pid(self.pid) {
+            Ok(s) => Some(s),
+            // Someone else reaped init (an owner's waitpid(-1)): it is gone all the same, and
+            // the channel still tells how the worker ended.
+            Err(e) if e.raw_os_error() == Some(libc::ECHILD) => None,
+            Err(e) => return Err(err!("worker {}: waiting for init: {e}", self.name)),
+        };
         if let Some(t) = self.thread.take() {
             t.join().ok();
         }
@@ -412,12 +445,18 @@ impl NamespaceSandbox {
         let reported = self.shared.lock().ok().and_then(|s| s.exit);
         let exit = match (reported, status) {
             (Some(ExitStatus::Code(c)), _) => WorkerExit::Code(c),
-            (Some(ExitStatus::Signal(s)), _) | (None, Status::Signaled(s)) => WorkerExit::Signal {
-                signal: s,
-                oom_killed: s == libc::SIGKILL && oom,
-            },
-            (None, Status::Exited(c)) => WorkerExit::SandboxFailed(format!(
+            (Some(ExitStatus::Signal(s)), _) | (None, Some(Status::Signaled(s))) => {
+                WorkerExit::Signal {
+                    signal: s,
+                    oom_killed: s == libc::SIGKILL && oom,
+                }
+            }
+            (None, Some(Status::Exited(c))) => WorkerExit::SandboxFailed(format!(
                 "init of worker {} exited with status {c} without reporting the worker's exit",
+                self.name
+            )),
+            (None, None) => WorkerExit::SandboxFailed(format!(
+                "init of worker {} was reaped elsewhere before reporting the worker's exit",
                 self.name
             )),
         };

@@ -118,8 +118,9 @@ pub struct Layers<'a> {
 }
 
 /// Build the root filesystem at `layers.merged` and pivot into it. Runs in init, as root, in
-/// its own mount namespace (and PID namespace, for `/proc`).
-pub fn build_root(layers: &Layers<'_>) -> Result<()> {
+/// its own mount namespace (and PID namespace, for `/proc`). `host_network`: the sandbox shares
+/// the host's network, so the host's DNS configuration applies.
+pub fn build_root(layers: &Layers<'_>, hostname: &str, host_network: bool) -> Result<()> {
     // Nothing we mount may propagate back to the host.
     mount(
         None,
@@ -217,6 +218,7 @@ pub fn build_root(layers: &Layers<'_>) -> Result<()> {
         Some("mode=1777"),
     )?;
     ensure_dir(root, "workspace")?;
+    seed_etc(root, hostname, host_network);
 
     let null = dev.join("null");
     for rel in MASKED {
@@ -256,6 +258,35 @@ pub fn build_root(layers: &Layers<'_>) -> Result<()> {
     }
 
     pivot_into(root)
+}
+
+/// Give an image without them the `/etc` files every program expects, as docker does:
+/// `/etc/hosts` (so `localhost` and the hostname resolve) and, on the host network, the host's
+/// `/etc/resolv.conf`. Written into the worker's layer, only where the image has none;
+/// best-effort (an image with a read-only or odd /etc simply keeps what it has).
+fn seed_etc(root: &Path, hostname: &str, host_network: bool) {
+    let etc = root.join("etc");
+    match fs::symlink_metadata(&etc) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => return,
+        Err(_) => {
+            if fs::create_dir(&etc).is_err() {
+                return;
+            }
+        }
+    }
+    let hosts = etc.join("hosts");
+    if fs::symlink_metadata(&hosts).is_err() {
+        let text =
+            format!("127.0.0.1\tlocalhost {hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n");
+        fs::write(&hosts, text).ok();
+    }
+    let resolv = etc.join("resolv.conf");
+    if host_network && fs::symlink_metadata(&resolv).is_err() {
+        if let Ok(text) = fs::read_to_string("/etc/resolv.conf") {
+            fs::write(&resolv, text).ok();
+        }
+    }
 }
 
 /// Make `root` the root: pivot_root(".", ".") stacks the old root on top of the new one, and
@@ -312,10 +343,10 @@ pub fn loopback_up() -> Result<()> {
     }
     // SAFETY: the ioctls read/write the ifreq we own; the union field is the flags word.
     let r = unsafe {
-        let mut r = libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req);
+        let mut r = libc::ioctl(fd, libc::SIOCGIFFLAGS as _, &mut req);
         if r >= 0 {
             req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
-            r = libc::ioctl(fd, libc::SIOCSIFFLAGS, &req);
+            r = libc::ioctl(fd, libc::SIOCSIFFLAGS as _, &req);
         }
         r
     };

@@ -49,7 +49,9 @@ pub fn clone_init(exe: &File, flags: libc::c_int, fds: InitFds<'_>) -> io::Resul
     let stdin = dup_high(fds.stdin.as_raw_fd())?;
     let stdout = dup_high(fds.stdout.as_raw_fd())?;
     let stderr = dup_high(fds.stderr.as_raw_fd())?;
-    let exe_fd = exe.as_raw_fd();
+    // The binary too: at a low number it could be one of the dup2 targets below.
+    let exe_high = dup_high(exe.as_raw_fd())?;
+    let exe_fd = exe_high.as_raw_fd();
     let arg0 = CString::new("iii-init").expect("no NUL");
     let arg1 = CString::new(INIT_ARG).expect("no NUL");
     let argv: [*const libc::c_char; 3] = [arg0.as_ptr(), arg1.as_ptr(), std::ptr::null()];
@@ -100,6 +102,9 @@ pub fn clone_init(exe: &File, flags: libc::c_int, fds: InitFds<'_>) -> io::Resul
                 envp.as_ptr(),
                 libc::AT_EMPTY_PATH,
             );
+            // Say why on the worker's stderr (its log): the host only sees init vanish.
+            let msg = b"iii: cannot execute init\n";
+            libc::write(2, msg.as_ptr() as *const libc::c_void, msg.len());
             libc::_exit(127);
         }
     }
