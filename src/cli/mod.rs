@@ -88,6 +88,7 @@ pub fn main() -> i32 {
         Err(early) => {
             return match early.status {
                 Ok(()) => {
+                    die_quietly_on_closed_stdout();
                     println!("{}", early.output);
                     0
                 }
@@ -119,17 +120,33 @@ fn run(cli: Iii) -> crate::Result<i32> {
         Some(TopCommand::Worker(w)) => match w.command {
             WorkerSub::Add(a) => add::run(&ctx, a),
             WorkerSub::Remove(a) => remove::run(&ctx, a),
-            WorkerSub::List(a) => list::run(&ctx, a),
+            WorkerSub::List(a) => {
+                die_quietly_on_closed_stdout();
+                list::run(&ctx, a)
+            }
             WorkerSub::Start(a) => start::run(&ctx, a),
             WorkerSub::Stop(a) => stop::run(&ctx, a),
             WorkerSub::Restart(a) => restart::run(&ctx, a),
-            WorkerSub::Logs(a) => logs::run(&ctx, a),
+            WorkerSub::Logs(a) => {
+                die_quietly_on_closed_stdout();
+                logs::run(&ctx, a)
+            }
             WorkerSub::Exec(a) => exec::run(&ctx, a),
             WorkerSub::Verify(_) => lockfile::not_yet("verify"),
             WorkerSub::Sync(_) => lockfile::not_yet("sync"),
             WorkerSub::Update(_) => lockfile::not_yet("update"),
         },
     }
+}
+
+/// Commands that only print (`iii worker list | head`, `--help | head`) end by SIGPIPE like
+/// coreutils when their reader goes away, instead of panicking in `println!`. Everything else
+/// keeps Rust's default (SIGPIPE ignored): a closed registry connection or control socket is
+/// an error to handle (retry, report), not a reason to die silently.
+fn die_quietly_on_closed_stdout() {
+    // SAFETY: resetting a signal disposition to its default has no memory-safety preconditions;
+    // it runs before the command starts any thread.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
 }
 
 /// Error for a command whose capability has not been built yet: says so, exits 1.
