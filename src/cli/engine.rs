@@ -2,6 +2,6 @@
 
 use super::Ctx;
 
-pub fn run(_ctx: &Ctx) -> crate::Result<i32> {
-    super::not_yet_available("the engine (`iii` with no subcommand)")
+pub fn run(ctx: &Ctx) -> crate::Result<i32> {
+    crate::engine::supervisor::run(&ctx.project)
 }

@@ -3,6 +3,10 @@
 use argh::FromArgs;
 
 use super::Ctx;
+use std::io::Write;
+
+use crate::engine::lifecycle;
+use crate::Context;
 
 #[derive(FromArgs, Debug)]
 /// List every worker in config.yaml: NAME, IMAGE, STATUS, SANDBOX, PID, UPTIME, RESTARTS.
@@ -13,6 +17,19 @@ pub struct Args {
     pub json: bool,
 }
 
-pub fn run(_ctx: &Ctx, _args: Args) -> crate::Result<i32> {
-    super::not_yet_available("`iii worker list`")
+pub fn run(ctx: &Ctx, args: Args) -> crate::Result<i32> {
+    let rows = lifecycle::list(&ctx.project)?;
+    let out = if args.json {
+        let mut s = serde_json::to_string_pretty(&rows).context("encoding the worker list")?;
+        s.push('\n');
+        s
+    } else {
+        lifecycle::format_table(&rows)
+    };
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(out.as_bytes())
+        .and_then(|_| stdout.flush())
+        .context("writing to stdout")?;
+    Ok(0)
 }

@@ -72,6 +72,11 @@ pub struct Ctx {
 /// Parse `std::env::args`, run the command, print any error, and return the exit code.
 pub fn main() -> i32 {
     let args: Vec<String> = std::env::args().collect();
+    // The worker monitor is this binary re-executed with a hidden first argument; it is
+    // internal (not in --help), so it is dispatched before argh sees the command line.
+    if args.get(1).map(String::as_str) == Some(crate::engine::monitor::ARG) {
+        return crate::engine::monitor::main(&args[2..]);
+    }
     let name = args.first().map(String::as_str).unwrap_or("iii");
     let name = std::path::Path::new(name)
         .file_name()
@@ -83,6 +88,7 @@ pub fn main() -> i32 {
         Err(early) => {
             return match early.status {
                 Ok(()) => {
+                    die_quietly_on_closed_stdout();
                     println!("{}", early.output);
                     0
                 }
@@ -114,17 +120,33 @@ fn run(cli: Iii) -> crate::Result<i32> {
         Some(TopCommand::Worker(w)) => match w.command {
             WorkerSub::Add(a) => add::run(&ctx, a),
             WorkerSub::Remove(a) => remove::run(&ctx, a),
-            WorkerSub::List(a) => list::run(&ctx, a),
+            WorkerSub::List(a) => {
+                die_quietly_on_closed_stdout();
+                list::run(&ctx, a)
+            }
             WorkerSub::Start(a) => start::run(&ctx, a),
             WorkerSub::Stop(a) => stop::run(&ctx, a),
             WorkerSub::Restart(a) => restart::run(&ctx, a),
-            WorkerSub::Logs(a) => logs::run(&ctx, a),
+            WorkerSub::Logs(a) => {
+                die_quietly_on_closed_stdout();
+                logs::run(&ctx, a)
+            }
             WorkerSub::Exec(a) => exec::run(&ctx, a),
             WorkerSub::Verify(_) => lockfile::not_yet("verify"),
             WorkerSub::Sync(_) => lockfile::not_yet("sync"),
             WorkerSub::Update(_) => lockfile::not_yet("update"),
         },
     }
+}
+
+/// Commands that only print (`iii worker list | head`, `--help | head`) end by SIGPIPE like
+/// coreutils when their reader goes away, instead of panicking in `println!`. Everything else
+/// keeps Rust's default (SIGPIPE ignored): a closed registry connection or control socket is
+/// an error to handle (retry, report), not a reason to die silently.
+fn die_quietly_on_closed_stdout() {
+    // SAFETY: resetting a signal disposition to its default has no memory-safety preconditions;
+    // it runs before the command starts any thread.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
 }
 
 /// Error for a command whose capability has not been built yet: says so, exits 1.

@@ -1,0 +1,347 @@
+//! `start`, `stop`, `restart` and `list` as the CLI (and `remove`) use them: through the
+//! engine when one runs for the project, else directly — a detached monitor for `start`, the
+//! worker's control socket (or its monitor's PID) for `stop`.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::control::{self, Reply, Request};
+use super::monitor::{self, StartReport};
+use super::state::{self, Status, WorkerState};
+use super::supervisor;
+use crate::config::Config;
+use crate::project::Project;
+use crate::{Context, Result};
+
+/// How a stop went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopOutcome {
+    /// It ended within the grace period.
+    Stopped,
+    /// It ignored the stop signal and was killed after the grace period.
+    Killed,
+    /// Nothing was running.
+    AlreadyStopped,
+}
+
+impl StopOutcome {
+    pub fn message(self, name: &str) -> String {
+        match self {
+            StopOutcome::Stopped => format!("{name} stopped"),
+            StopOutcome::Killed => format!("{name} stopped (killed after the grace period)"),
+            StopOutcome::AlreadyStopped => format!("{name} is already stopped"),
+        }
+    }
+
+    pub(crate) fn reply(self, name: &str) -> Reply {
+        let mut r = Reply::ok(self.message(name));
+        r.already_stopped = self == StopOutcome::AlreadyStopped;
+        r.killed = self == StopOutcome::Killed;
+        r
+    }
+
+    fn from_reply(r: &Reply) -> StopOutcome {
+        if r.already_stopped {
+            StopOutcome::AlreadyStopped
+        } else if r.killed {
+            StopOutcome::Killed
+        } else {
+            StopOutcome::Stopped
+        }
+    }
+}
+
+/// Ask the project's engine, if one runs; `Ok(None)` when none does.
+fn ask_engine(project: &Project, req: &Request) -> Result<Option<Reply>> {
+    control::call(&supervisor::engine_socket(project), req)
+}
+
+/// Stop worker `name`: its stop signal, `timeout` to end, then SIGKILL. Stopping a stopped
+/// worker succeeds with [`StopOutcome::AlreadyStopped`].
+pub fn stop_worker(project: &Project, name: &str, timeout: Duration) -> Result<StopOutcome> {
+    let req = Request::Stop {
+        name: Some(name.to_string()),
+        timeout_s: timeout.as_secs(),
+    };
+    match ask_engine(project, &req)? {
+        Some(r) if r.ok => Ok(StopOutcome::from_reply(&r)),
+        Some(r) => Err(crate::Error::new(r.message)),
+        None => stop_unsupervised(project, name, timeout),
+    }
+}
+
+/// Stop a worker no engine supervises, through its own monitor.
+pub fn stop_unsupervised(project: &Project, name: &str, timeout: Duration) -> Result<StopOutcome> {
+    let dir = project.worker_dir(name);
+    // An unreadable state file names no monitor we could stop.
+    let st = state::read(&dir).unwrap_or_default();
+    if !st.monitor_alive() {
+        return Ok(StopOutcome::AlreadyStopped);
+    }
+    stop_monitor(&dir, &st, timeout)
+}
+
+/// Stop the worker of the live monitor `st` names, and wait until that monitor has ended.
+pub fn stop_monitor(dir: &Path, st: &WorkerState, timeout: Duration) -> Result<StopOutcome> {
+    let req = Request::Stop {
+        name: None,
+        timeout_s: timeout.as_secs(),
+    };
+    let outcome = match control::call(&dir.join("control.sock"), &req)? {
+        Some(r) if r.ok => StopOutcome::from_reply(&r),
+        Some(r) => return Err(crate::Error::new(r.message)),
+        None => {
+            // No control socket (still starting): the monitor takes SIGTERM as "stop".
+            if let Some(pid) = st.monitor_pid {
+                // SAFETY: kill has no memory-safety preconditions; liveness was checked with
+                // the PID's start time just before.
+                unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+            }
+            StopOutcome::Stopped
+        }
+    };
+    // The reply comes just before the monitor exits; wait for it so the worker's lock and
+    // state are final when we return (a `start` may follow at once).
+    let deadline = Instant::now() + timeout + Duration::from_secs(10);
+    while st.monitor_alive() {
+        if Instant::now() >= deadline {
+            if let Some(pid) = st.monitor_pid {
+                // SAFETY: as above; the sandbox dies with its monitor.
+                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            }
+            std::thread::sleep(Duration::from_millis(100));
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(outcome)
+}
+
+/// Start worker `name` (a no-op if it runs); returns the sentence to print.
+pub fn start_worker(project: &Project, name: &str) -> Result<String> {
+    let req = Request::Start {
+        name: name.to_string(),
+    };
+    if let Some(r) = ask_engine(project, &req)? {
+        return if r.ok {
+            Ok(r.message)
+        } else {
+            Err(crate::Error::new(r.message))
+        };
+    }
+    let config = Config::load(&project.config_path)?;
+    if config.worker(name).is_none() {
+        return Err(crate::err!(
+            "no worker named {name} in {}",
+            project.config_path.display()
+        ));
+    }
+    let dir = project.worker_dir(name);
+    let st = state::read(&dir)?;
+    if matches!(st.status, Status::Running | Status::Starting) && st.monitor_alive() {
+        return Ok(format!("{name} is already running"));
+    }
+    project.ensure_state_dir()?;
+    state::ensure_worker_dir(&dir)?;
+    let config_path = std::path::absolute(&project.config_path)
+        .with_context(|| format!("resolving {}", project.config_path.display()))?;
+    let args = monitor::Args {
+        config: config_path,
+        name: name.to_string(),
+        port: supervisor::engine_port(&config)?,
+        restarts: 0,
+    };
+    let log_path = dir.join("monitor.log");
+    let stderr = std::fs::File::options()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("opening {}", log_path.display()))?;
+    let mut child = monitor::spawn_detached(&args, stderr)?;
+    match monitor::read_ready(&mut child, name) {
+        StartReport::Running { pid, backend } => {
+            Ok(format!("{name} started (pid {pid}, {backend})"))
+        }
+        StartReport::Failed(m) => {
+            let _ = child.wait();
+            Err(crate::Error::new(m))
+        }
+    }
+}
+
+/// `restart`: stop (if running), then start.
+pub fn restart_worker(project: &Project, name: &str, timeout: Duration) -> Result<String> {
+    let req = Request::Restart {
+        name: name.to_string(),
+        timeout_s: timeout.as_secs(),
+    };
+    if let Some(r) = ask_engine(project, &req)? {
+        return if r.ok {
+            Ok(r.message)
+        } else {
+            Err(crate::Error::new(r.message))
+        };
+    }
+    stop_unsupervised(project, name, timeout)?;
+    start_worker(project, name)
+}
+
+/// One row of `iii worker list`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ListRow {
+    pub name: String,
+    pub image: String,
+    pub status: String,
+    pub sandbox: String,
+    pub pid: Option<u32>,
+    pub uptime_seconds: Option<u64>,
+    pub restarts: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Every worker in config.yaml with its state.
+pub fn list(project: &Project) -> Result<Vec<ListRow>> {
+    let config = Config::load(&project.config_path)?;
+    let now = state::now_secs();
+    let mut rows = Vec::new();
+    for w in &config.workers {
+        let st = state::read(&project.worker_dir(&w.name))
+            .unwrap_or_default()
+            .effective();
+        let running = st.status == Status::Running;
+        rows.push(ListRow {
+            name: w.name.clone(),
+            image: w.image.clone(),
+            status: st.status_text(),
+            sandbox: st
+                .sandbox
+                .clone()
+                .unwrap_or_else(|| super::backend::choose(w.sandbox).as_str().to_string()),
+            pid: if running { st.pid } else { None },
+            uptime_seconds: if running {
+                st.started_at.map(|s| now.saturating_sub(s))
+            } else {
+                None
+            },
+            restarts: st.restarts,
+            exit_code: st.exit_code,
+            error: st.error.clone(),
+        });
+    }
+    Ok(rows)
+}
+
+/// `12s`, `5m`, `3h`, `2d`: coarse, like `docker ps`.
+pub fn human_duration(secs: u64) -> String {
+    match secs {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m", s / 60),
+        s if s < 86_400 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86_400),
+    }
+}
+
+/// The table `list` prints.
+pub fn format_table(rows: &[ListRow]) -> String {
+    let header = [
+        "NAME", "IMAGE", "STATUS", "SANDBOX", "PID", "UPTIME", "RESTARTS",
+    ];
+    let cells: Vec<[String; 7]> = rows
+        .iter()
+        .map(|r| {
+            [
+                r.name.clone(),
+                r.image.clone(),
+                r.status.clone(),
+                r.sandbox.clone(),
+                r.pid.map_or("-".into(), |p| p.to_string()),
+                r.uptime_seconds.map_or("-".into(), human_duration),
+                r.restarts.to_string(),
+            ]
+        })
+        .collect();
+    let mut width = header.map(str::len);
+    for c in &cells {
+        for (w, s) in width.iter_mut().zip(c) {
+            *w = (*w).max(s.len());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cols: Vec<&str>| {
+        let mut l = String::new();
+        for (i, s) in cols.iter().enumerate() {
+            if i + 1 == cols.len() {
+                l.push_str(s);
+            } else {
+                l.push_str(&format!("{s:<w$}   ", w = width[i]));
+            }
+        }
+        out.push_str(l.trim_end());
+        out.push('\n');
+    };
+    line(header.to_vec());
+    for c in &cells {
+        line(c.iter().map(String::as_str).collect());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_aligns_columns() {
+        let rows = vec![
+            ListRow {
+                name: "a".into(),
+                image: "localhost:5000/busybox:1".into(),
+                status: "running".into(),
+                sandbox: "namespace".into(),
+                pid: Some(1234),
+                uptime_seconds: Some(75),
+                restarts: 2,
+                exit_code: None,
+                error: None,
+            },
+            ListRow {
+                name: "longer-name".into(),
+                image: "x".into(),
+                status: "exited 1".into(),
+                sandbox: "vm".into(),
+                pid: None,
+                uptime_seconds: None,
+                restarts: 0,
+                exit_code: Some(1),
+                error: None,
+            },
+        ];
+        let t = format_table(&rows);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines.len(), 3);
+        let col = lines[0].find("STATUS").unwrap();
+        assert_eq!(&lines[1][col..col + 7], "running");
+        assert_eq!(&lines[2][col..col + 8], "exited 1");
+        assert!(
+            lines[1].contains(" 1234 ") && lines[1].contains(" 1m ") && lines[1].ends_with('2')
+        );
+        assert!(lines[2].contains(" - "));
+        let json = serde_json::to_value(&rows).unwrap();
+        assert_eq!(json[0]["pid"], 1234);
+        assert_eq!(json[1]["status"], "exited 1");
+        assert!(json[1]["pid"].is_null());
+    }
+
+    #[test]
+    fn durations_are_coarse() {
+        assert_eq!(human_duration(5), "5s");
+        assert_eq!(human_duration(600), "10m");
+        assert_eq!(human_duration(7200), "2h");
+        assert_eq!(human_duration(200_000), "2d");
+    }
+}

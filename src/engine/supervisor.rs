@@ -1,0 +1,555 @@
+//! The engine (`iii` with no subcommand): starts every worker in `config.yaml`, supervises
+//! each in its own thread, and serves `.iii/engine.sock` for the CLI.
+//!
+//! A worker's supervisor thread runs its monitor as a child and restarts it when the worker
+//! ends by itself, with backoff (1 s doubling to 30 s, back to 1 s after 60 s of healthy
+//! running). A stop — from the CLI, SIGHUP reload or shutdown — clears the worker's "wanted"
+//! flag first, so the supervisor never undoes it.
+
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::control::{self, Reply, Request};
+use super::monitor::{self, StartReport};
+use super::{lifecycle, lock, state};
+use crate::config::{Config, WorkerEntry};
+use crate::project::Project;
+use crate::{Context, Result};
+
+/// The engine port when neither `engine.port` nor `III_URL` names one.
+pub const DEFAULT_PORT: u16 = 49134;
+
+const BACKOFF_FIRST: Duration = Duration::from_secs(1);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// Running this long counts as healthy: the next crash restarts after the first backoff again.
+const HEALTHY_AFTER: Duration = Duration::from_secs(60);
+/// Grace period of a shutdown or reload stop (as `iii worker stop`'s default).
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The engine port: `engine.port` in config.yaml, else the port of `III_URL`, else 49134.
+/// Port 0 asks the kernel for a free one (the engine prints which).
+pub fn engine_port(config: &Config) -> Result<u16> {
+    if let Some(p) = config.engine.port {
+        return Ok(p);
+    }
+    match std::env::var("III_URL") {
+        Ok(url) if !url.is_empty() => {
+            port_of_url(&url).with_context(|| format!("III_URL={url}: expected ws://HOST:PORT"))
+        }
+        _ => Ok(DEFAULT_PORT),
+    }
+}
+
+fn port_of_url(url: &str) -> Option<u16> {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split('/').next()?;
+    let (_, port) = authority.rsplit_once(':')?;
+    port.parse().ok()
+}
+
+pub fn engine_socket(project: &Project) -> PathBuf {
+    project.state_dir.join("engine.sock")
+}
+
+fn lock_path(project: &Project) -> PathBuf {
+    project.state_dir.join("engine.lock")
+}
+
+/// One worker under supervision.
+struct Slot {
+    name: String,
+    ctl: Mutex<Ctl>,
+    cv: Condvar,
+}
+
+struct Ctl {
+    entry: WorkerEntry,
+    /// Whether the worker should be running; only start/stop requests change it (and a start
+    /// that fails for a reason a retry will not fix).
+    want: bool,
+    /// The slot is being removed (worker gone from config, or engine shutdown).
+    retired: bool,
+    /// PID of the current monitor.
+    monitor: Option<u32>,
+    restarts: u32,
+    /// Start attempts completed, and the latest one's report, for a waiting `start` request.
+    starts: u64,
+    last: Option<StartReport>,
+}
+
+struct Engine {
+    project: Project,
+    port: u16,
+    slots: Mutex<HashMap<String, Arc<Slot>>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+fn guard<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Run the engine in the foreground until SIGINT/SIGTERM; returns the exit status.
+pub fn run(project: &Project) -> Result<i32> {
+    let config_path = std::path::absolute(&project.config_path)
+        .with_context(|| format!("resolving {}", project.config_path.display()))?;
+    let project = Project::at(config_path);
+    let config = Config::load(&project.config_path)?;
+    project.ensure_state_dir()?;
+    let lock_file = lock_path(&project);
+    let mut engine_lock = lock::try_lock(&lock_file)?.ok_or_else(|| {
+        let who = lock::holder_pid(&lock_file)
+            .map(|p| format!(" (pid {p})"))
+            .unwrap_or_default();
+        crate::err!(
+            "another iii engine is already running for {}{who}; stop it before starting a new one",
+            project.config_path.display()
+        )
+    })?;
+    engine_lock.write_pid()?;
+
+    let port = engine_port(&config)?;
+    let listener = TcpListener::bind(("127.0.0.1", port))
+        .with_context(|| format!("reserving the engine port 127.0.0.1:{port}"))?;
+    let port = listener
+        .local_addr()
+        .context("reading the engine port")?
+        .port();
+    // Signals are taken before any worker starts, so none is lost to a default action.
+    let mut signals =
+        signal_hook::iterator::Signals::new([libc::SIGINT, libc::SIGTERM, libc::SIGHUP])
+            .context("installing signal handlers")?;
+    let sock_path = engine_socket(&project);
+    let sock = control::bind(&sock_path)?;
+    eprintln!(
+        "iii engine: ws://127.0.0.1:{port}, {} worker(s) from {}",
+        config.workers.len(),
+        project.config_path.display()
+    );
+
+    let engine = Arc::new(Engine {
+        project,
+        port,
+        slots: Mutex::new(HashMap::new()),
+        threads: Mutex::new(Vec::new()),
+    });
+    for entry in &config.workers {
+        engine.add(entry.clone(), true);
+    }
+    {
+        let engine = engine.clone();
+        std::thread::spawn(move || serve(&engine, sock));
+    }
+    for sig in signals.forever() {
+        if sig == libc::SIGHUP {
+            engine.reload();
+            continue;
+        }
+        eprintln!("iii engine: stopping every worker");
+        engine.shutdown();
+        break;
+    }
+    let _ = std::fs::remove_file(&sock_path);
+    drop(listener);
+    drop(engine_lock);
+    eprintln!("iii engine: stopped");
+    Ok(0)
+}
+
+/// A worker started by `iii worker start` before the engine ran is stopped first, so the
+/// engine starts it again under its own supervision.
+fn adopt_detached(dir: &std::path::Path, name: &str) {
+    let Ok(st) = state::read(dir) else { return };
+    if matches!(st.status, state::Status::Running | state::Status::Starting) && st.monitor_alive() {
+        eprintln!("{name}: running without an engine; restarting it under the engine");
+        if let Err(e) = lifecycle::stop_monitor(dir, &st, STOP_TIMEOUT) {
+            eprintln!("error: worker {name}: {e}");
+        }
+    }
+}
+
+impl Engine {
+    fn slot(&self, name: &str) -> Option<Arc<Slot>> {
+        guard(&self.slots).get(name).cloned()
+    }
+
+    /// Put a worker under supervision (its thread waits until it is wanted).
+    fn add(self: &Arc<Self>, entry: WorkerEntry, want: bool) -> Arc<Slot> {
+        let slot = Arc::new(Slot {
+            name: entry.name.clone(),
+            ctl: Mutex::new(Ctl {
+                entry,
+                want,
+                retired: false,
+                monitor: None,
+                restarts: 0,
+                starts: 0,
+                last: None,
+            }),
+            cv: Condvar::new(),
+        });
+        guard(&self.slots).insert(slot.name.clone(), slot.clone());
+        let (engine, s) = (self.clone(), slot.clone());
+        let handle = std::thread::Builder::new()
+            .name(format!("supervise {}", slot.name))
+            .spawn(move || engine.supervise(&s))
+            .expect("spawning a supervisor thread");
+        guard(&self.threads).push(handle);
+        slot
+    }
+
+    /// The supervisor loop of one worker.
+    fn supervise(&self, slot: &Slot) {
+        let dir = self.project.worker_dir(&slot.name);
+        adopt_detached(&dir, &slot.name);
+        let mut backoff = BACKOFF_FIRST;
+        loop {
+            let restarts = {
+                let mut c = guard(&slot.ctl);
+                while !c.want && !c.retired {
+                    c = slot.cv.wait(c).unwrap_or_else(|p| p.into_inner());
+                }
+                if c.retired {
+                    return;
+                }
+                c.restarts
+            };
+            let args = monitor::Args {
+                config: self.project.config_path.clone(),
+                name: slot.name.clone(),
+                port: self.port,
+                restarts,
+            };
+            let mut child = match monitor::spawn_supervised(&args) {
+                Ok(c) => c,
+                Err(e) => {
+                    let msg = format!("worker {}: {e}", slot.name);
+                    eprintln!("error: {msg}");
+                    let mut c = guard(&slot.ctl);
+                    c.want = false;
+                    c.starts += 1;
+                    c.last = Some(StartReport::Failed(msg));
+                    slot.cv.notify_all();
+                    continue;
+                }
+            };
+            guard(&slot.ctl).monitor = Some(child.id());
+            let report = monitor::read_ready(&mut child, &slot.name);
+            match &report {
+                StartReport::Running { pid, backend } => {
+                    eprintln!("{}: running (pid {pid}, {backend})", slot.name)
+                }
+                StartReport::Failed(m) => eprintln!("error: {m}"),
+            }
+            {
+                let mut c = guard(&slot.ctl);
+                c.starts += 1;
+                c.last = Some(report.clone());
+                slot.cv.notify_all();
+            }
+            let started = Instant::now();
+            let status = child.wait();
+            let mut c = guard(&slot.ctl);
+            c.monitor = None;
+            slot.cv.notify_all();
+            let start_failed = matches!(report, StartReport::Failed(_))
+                || matches!(&status, Ok(s) if s.code() == Some(monitor::EXIT_START_FAILED));
+            if start_failed {
+                // Config, image or sandbox errors: retrying cannot help until someone acts.
+                c.want = false;
+                continue;
+            }
+            if !c.want || c.retired {
+                continue;
+            }
+            // The worker ended by itself (or its monitor died): restart after the backoff.
+            if started.elapsed() >= HEALTHY_AFTER {
+                backoff = BACKOFF_FIRST;
+            }
+            let what = state::read(&dir)
+                .map(|s| s.effective().status_text())
+                .unwrap_or_else(|_| "ended".into());
+            eprintln!(
+                "{}: {what}; restarting in {}s",
+                slot.name,
+                backoff.as_secs()
+            );
+            let deadline = Instant::now() + backoff;
+            while c.want && !c.retired {
+                let now = Instant::now();
+                if now >= deadline {
+                    break;
+                }
+                c = slot
+                    .cv
+                    .wait_timeout(c, deadline - now)
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
+            }
+            if c.want && !c.retired {
+                c.restarts += 1;
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+            }
+        }
+    }
+
+    /// `start`: want the worker running and wait for its start report.
+    fn start(self: &Arc<Self>, name: &str) -> Reply {
+        let slot = match self.slot(name) {
+            Some(s) => s,
+            // A worker added to config.yaml while the engine runs can be started by name.
+            None => match Config::load(&self.project.config_path) {
+                Ok(cfg) => match cfg.worker(name) {
+                    Some(entry) => self.add(entry.clone(), false),
+                    None => {
+                        return Reply::fail(format!(
+                            "no worker named {name} in {}",
+                            self.project.config_path.display()
+                        ))
+                    }
+                },
+                Err(e) => return Reply::fail(e.to_string()),
+            },
+        };
+        let mut c = guard(&slot.ctl);
+        if c.want {
+            return Reply::ok(if c.monitor.is_some() {
+                format!("{name} is already running")
+            } else {
+                format!("{name} is already running (restarting after an exit)")
+            });
+        }
+        c.want = true;
+        c.restarts = 0;
+        let before = c.starts;
+        slot.cv.notify_all();
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while c.starts == before && Instant::now() < deadline {
+            c = slot
+                .cv
+                .wait_timeout(c, Duration::from_millis(200))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        match &c.last {
+            Some(StartReport::Running { pid, backend }) if c.starts > before => {
+                Reply::ok(format!("{name} started (pid {pid}, {backend})"))
+            }
+            Some(StartReport::Failed(m)) if c.starts > before => Reply::fail(m.clone()),
+            _ => Reply::fail(format!("worker {name}: no start report from its monitor")),
+        }
+    }
+
+    /// `stop`: no longer wanted, then stop the monitor (and so the worker) if one runs.
+    fn stop(&self, name: &str, timeout: Duration) -> Reply {
+        let Some(slot) = self.slot(name) else {
+            // Not supervised (e.g. removed from config): it may still run detached.
+            return match lifecycle::stop_unsupervised(&self.project, name, timeout) {
+                Ok(o) => o.reply(name),
+                Err(e) => Reply::fail(e.to_string()),
+            };
+        };
+        let dir = self.project.worker_dir(name);
+        let (mon, was_wanted) = {
+            let mut c = guard(&slot.ctl);
+            let was_wanted = c.want;
+            c.want = false;
+            slot.cv.notify_all();
+            (c.monitor, was_wanted)
+        };
+        let Some(mon) = mon else {
+            if was_wanted {
+                // Waiting out a restart backoff: no process, but the stop cancels the restart,
+                // and `list` should say so rather than show the last exit.
+                mark_stopped(&dir);
+                return lifecycle::StopOutcome::Stopped.reply(name);
+            }
+            return lifecycle::StopOutcome::AlreadyStopped.reply(name);
+        };
+        let outcome = match control::call(
+            &dir.join("control.sock"),
+            &Request::Stop {
+                name: None,
+                timeout_s: timeout.as_secs(),
+            },
+        ) {
+            Ok(Some(r)) if r.already_stopped => lifecycle::StopOutcome::Stopped,
+            Ok(Some(r)) if r.killed => lifecycle::StopOutcome::Killed,
+            Ok(Some(_)) => lifecycle::StopOutcome::Stopped,
+            // Still starting (no socket yet) or ending: the monitor takes SIGTERM as "stop".
+            _ => {
+                // SAFETY: kill has no memory-safety preconditions.
+                unsafe { libc::kill(mon as i32, libc::SIGTERM) };
+                lifecycle::StopOutcome::Stopped
+            }
+        };
+        // Wait for the supervisor to reap the monitor, so a following start is clean.
+        let deadline = Instant::now() + timeout + Duration::from_secs(15);
+        let mut c = guard(&slot.ctl);
+        while c.monitor == Some(mon) {
+            if Instant::now() >= deadline {
+                // SAFETY: kill has no memory-safety preconditions; `mon` is our unreaped child,
+                // so its PID cannot have been reused.
+                unsafe { libc::kill(mon as i32, libc::SIGKILL) };
+            }
+            c = slot
+                .cv
+                .wait_timeout(c, Duration::from_millis(200))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        outcome.reply(name)
+    }
+
+    /// Remove a worker from supervision (after stopping it).
+    fn retire(&self, name: &str) {
+        if let Some(slot) = guard(&self.slots).remove(name) {
+            guard(&slot.ctl).retired = true;
+            slot.cv.notify_all();
+        }
+    }
+
+    /// SIGHUP: re-read config.yaml; start new workers, stop removed ones, restart changed ones.
+    fn reload(self: &Arc<Self>) {
+        let config = match Config::load(&self.project.config_path) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("error: reload: {e} (keeping the running workers as they are)");
+                return;
+            }
+        };
+        eprintln!(
+            "iii engine: reloading {}",
+            self.project.config_path.display()
+        );
+        let current: Vec<Arc<Slot>> = guard(&self.slots).values().cloned().collect();
+        let mut jobs = Vec::new();
+        for slot in current {
+            let name = slot.name.clone();
+            let new_entry = config.worker(&name).cloned();
+            let old_entry = guard(&slot.ctl).entry.clone();
+            let engine = self.clone();
+            match new_entry {
+                None => jobs.push(std::thread::spawn(move || {
+                    eprintln!("{name}: removed from config; stopping");
+                    engine.stop(&name, STOP_TIMEOUT);
+                    engine.retire(&name);
+                })),
+                Some(e) if e != old_entry => jobs.push(std::thread::spawn(move || {
+                    eprintln!("{name}: entry changed; restarting");
+                    let was_wanted = guard(&slot.ctl).want;
+                    engine.stop(&name, STOP_TIMEOUT);
+                    guard(&slot.ctl).entry = e;
+                    if was_wanted {
+                        let r = engine.start(&name);
+                        if !r.ok {
+                            eprintln!("error: {}", r.message);
+                        }
+                    }
+                })),
+                Some(_) => {}
+            }
+        }
+        for entry in &config.workers {
+            if self.slot(&entry.name).is_none() {
+                eprintln!("{}: added to config; starting", entry.name);
+                self.add(entry.clone(), true);
+            }
+        }
+        for j in jobs {
+            let _ = j.join();
+        }
+    }
+
+    /// SIGINT/SIGTERM: stop every worker in parallel, then end every supervisor thread.
+    fn shutdown(self: &Arc<Self>) {
+        let names: Vec<String> = guard(&self.slots).keys().cloned().collect();
+        let jobs: Vec<_> = names
+            .into_iter()
+            .map(|n| {
+                let engine = self.clone();
+                std::thread::spawn(move || {
+                    let r = engine.stop(&n, STOP_TIMEOUT);
+                    if !r.ok {
+                        eprintln!("error: {}", r.message);
+                    }
+                    engine.retire(&n);
+                })
+            })
+            .collect();
+        for j in jobs {
+            let _ = j.join();
+        }
+        let threads: Vec<_> = guard(&self.threads).drain(..).collect();
+        for t in threads {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Record that a worker between runs is now stopped (its last exit details stay).
+fn mark_stopped(dir: &std::path::Path) {
+    if let Ok(mut st) = state::read(dir) {
+        let ended = matches!(st.status, state::Status::Exited | state::Status::Crashed)
+            || (matches!(st.status, state::Status::Running | state::Status::Starting)
+                && !st.monitor_alive());
+        if ended {
+            st.status = state::Status::Stopped;
+            if let Err(e) = state::write(dir, &st) {
+                eprintln!("warning: {e}");
+            }
+        }
+    }
+}
+
+/// The engine.sock server: a thread per request (a stop may take its whole grace period).
+fn serve(engine: &Arc<Engine>, listener: std::os::unix::net::UnixListener) {
+    for conn in listener.incoming() {
+        let Ok(stream) = conn else { continue };
+        if !control::peer_allowed(&stream) {
+            continue;
+        }
+        let engine = engine.clone();
+        std::thread::spawn(move || {
+            let reply = match control::read_request(&stream) {
+                Err(e) => Reply::fail(e.to_string()),
+                Ok(Request::Status) => Reply::ok(format!("engine pid {}", std::process::id())),
+                Ok(Request::Start { name }) => engine.start(&name),
+                Ok(Request::Stop {
+                    name: Some(name),
+                    timeout_s,
+                }) => engine.stop(&name, Duration::from_secs(timeout_s)),
+                Ok(Request::Restart { name, timeout_s }) => {
+                    let r = engine.stop(&name, Duration::from_secs(timeout_s));
+                    if r.ok {
+                        engine.start(&name)
+                    } else {
+                        r
+                    }
+                }
+                Ok(other) => Reply::fail(format!("the engine does not handle {other:?}")),
+            };
+            control::write_reply(&stream, &reply);
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_comes_from_url() {
+        assert_eq!(port_of_url("ws://127.0.0.1:5000"), Some(5000));
+        assert_eq!(port_of_url("ws://localhost:49134/x"), Some(49134));
+        assert_eq!(port_of_url("ws://localhost"), None);
+        let cfg = Config {
+            engine: crate::config::EngineSettings { port: Some(7) },
+            ..Default::default()
+        };
+        assert_eq!(engine_port(&cfg).unwrap(), 7);
+    }
+}
