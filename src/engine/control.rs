@@ -36,6 +36,9 @@ pub enum Request {
         name: String,
         timeout_s: u64,
     },
+    /// `iii worker exec` (monitor): after the `ok` reply the connection carries an exec stream
+    /// (`protocol::exec` frames) to the worker's init.
+    Exec,
 }
 
 /// The answer: `ok` and a human sentence, plus the worker's state where it has one.

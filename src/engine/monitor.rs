@@ -141,6 +141,8 @@ struct Shared {
     /// Host PID of the sandbox root: signals go there and init forwards them to the worker.
     pid: u32,
     stop_signal: i32,
+    /// Carries `iii worker exec` connections into the sandbox.
+    exec: Option<sandbox::ExecOpener>,
 }
 
 struct Live {
@@ -226,6 +228,7 @@ fn run(args: &Args, ready: &mut Ready) -> Result<()> {
             .as_deref()
             .and_then(backend::parse_signal)
             .unwrap_or(libc::SIGTERM),
+        exec: sb.exec_opener(),
     });
     let sock = dir.join("control.sock");
     match control::bind(&sock) {
@@ -406,6 +409,17 @@ fn spawn_control(listener: std::os::unix::net::UnixListener, shared: Arc<Shared>
 fn serve(stream: &std::os::unix::net::UnixStream, sh: &Shared) {
     let reply = match control::read_request(stream) {
         Err(e) => Reply::fail(e.to_string()),
+        Ok(Request::Exec) => match (&sh.exec, stream.try_clone()) {
+            (Some(open), Ok(conn)) => {
+                control::write_reply(stream, &Reply::ok("exec"));
+                if let Err(e) = open(conn) {
+                    eprintln!("warning: exec: {e}");
+                }
+                return;
+            }
+            (None, _) => Reply::fail("this worker's sandbox cannot run exec"),
+            (_, Err(e)) => Reply::fail(format!("exec: {e}")),
+        },
         Ok(Request::Status) => {
             let live = sh.live.lock().unwrap_or_else(|p| p.into_inner());
             Reply {

@@ -38,12 +38,9 @@ pub struct Options {
 /// Ask the monitor listening on `sock` for an exec stream; `Ok(None)` when nothing listens
 /// there (the worker is not running).
 pub fn connect(sock: &Path) -> Result<Option<UnixStream>> {
-    let mut conn = match UnixStream::connect(sock) {
-        Ok(c) => c,
-        Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::ConnectionRefused) => {
-            return Ok(None)
-        }
-        Err(e) => return Err(err!("connecting to {}: {e}", sock.display())),
+    // The engine's connect also reaches sockets whose path is too long for sun_path.
+    let Some(mut conn) = crate::engine::control::connect(sock)? else {
+        return Ok(None);
     };
     conn.write_all(b"{\"op\":\"exec\"}\n")
         .map_err(|e| err!("writing to {}: {e}", sock.display()))?;

@@ -116,4 +116,12 @@ pub trait Sandbox: Send {
     /// Block until the worker process has exited and the sandbox is torn down (no process,
     /// mount or cgroup left behind).
     fn wait(&mut self) -> Result<WorkerExit>;
+    /// For `iii worker exec`: what carries a client connection (past the monitor's
+    /// handshake) into the sandbox as an exec stream; `None` where the backend cannot exec.
+    fn exec_opener(&self) -> Option<ExecOpener> {
+        None
+    }
 }
+
+/// Carries one `iii worker exec` client connection into a sandbox (see `exec::host`).
+pub type ExecOpener = Box<dyn Fn(std::os::unix::net::UnixStream) -> Result<()> + Send + Sync>;

@@ -477,6 +477,13 @@ impl Sandbox for NamespaceSandbox {
         Backend::Namespace
     }
 
+    fn exec_opener(&self) -> Option<crate::sandbox::ExecOpener> {
+        let control = self.control.clone();
+        Some(Box::new(move |conn| {
+            crate::exec::host::forward(conn, &control)
+        }))
+    }
+
     fn pid(&self) -> u32 {
         self.pid as u32
     }
