@@ -54,6 +54,9 @@ export III_HOME=$work/store
 mkdir -p "$work/project"
 cd "$work/project"
 "$III" worker add --name bench "127.0.0.1:$port/bench/busybox:1.0" >/dev/null
+# No resource limits (the demo image asks for 64 MiB and 1 CPU): the 1 GiB file below lives
+# in the worker's tmpfs, and runc runs unlimited too.
+printf 'workers:\n  - name: bench\n    image: 127.0.0.1:%s/bench/busybox:1.0\n' "$port" >config.yaml
 "$III" worker start bench >/dev/null 2>&1
 III_STARTED=1
 for _ in $(seq 100); do

@@ -672,6 +672,9 @@ const STDERR: Token = Token(3);
 /// background process may hold them open) before reporting the exit.
 const DRAIN_GRACE: Duration = Duration::from_millis(200);
 
+/// How long a finished exec connection waits for the client to close its end.
+const LINGER: Duration = Duration::from_secs(30);
+
 struct Pump {
     pid: i32,
     tty: bool,
@@ -1048,6 +1051,7 @@ pub fn serve_connection(conn: UnixStream, ctx: &ExecContext) {
             );
             encode(&mut bytes, &ExecFrame::Close);
             let _ = writer.write_all(&bytes);
+            linger(&writer, &mut reader, &mut buf);
             return;
         }
     };
@@ -1076,7 +1080,22 @@ pub fn serve_connection(conn: UnixStream, ctx: &ExecContext) {
         }
     }
     session.join();
-    let _ = writer.shutdown(std::net::Shutdown::Both);
+    linger(&writer, &mut reader, &mut buf);
+}
+
+/// End our side of an exec connection without losing the end of what we sent: half-close,
+/// then keep reading (and dropping) until the peer closes too. Closing outright, or refusing
+/// further input, while the relay still holds our last output unsent (waiting for credit)
+/// makes it fail the stream and drop that output.
+fn linger(writer: &UnixStream, reader: &mut UnixStream, buf: &mut [u8]) {
+    let _ = writer.shutdown(std::net::Shutdown::Write);
+    // The client closes as soon as it has read the exit status; do not wait on a stuck one.
+    let _ = reader.set_read_timeout(Some(LINGER));
+    while let Ok(n) = reader.read(buf) {
+        if n == 0 {
+            break;
+        }
+    }
 }
 
 #[cfg(test)]
