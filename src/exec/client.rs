@@ -589,7 +589,8 @@ impl Client {
 
     fn read_conn(&mut self) -> Result<()> {
         while self.conn_readable && !self.conn_eof {
-            match self.decoder.read_from(&mut self.conn, READ_BUF) {
+            let fd = std::os::fd::AsFd::as_fd(&self.conn);
+            match self.decoder.read_from(fd, READ_BUF) {
                 Ok(0) => self.conn_eof = true,
                 Ok(_) => {}
                 Err(e) if e.kind() == ErrorKind::WouldBlock => self.conn_readable = false,

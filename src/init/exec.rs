@@ -934,22 +934,27 @@ impl Pump {
                     break;
                 }
                 let want = (self.credit as usize).clamp(1, MAX_CHUNK);
+                // The payload is read straight into the frame buffer, after room for the header
+                // (not zeroed first: the read fills what is used).
                 buf.clear();
-                buf.resize(OUTPUT_HEADER_LEN + want, 0);
-                // SAFETY: reading into a valid buffer with `want` bytes after the header.
+                buf.extend_from_slice(&[0; OUTPUT_HEADER_LEN]);
+                buf.reserve(want);
+                // SAFETY: after `reserve`, the spare capacity past the header holds `want`
+                // bytes; read writes at most that many there.
                 let n = unsafe {
                     libc::read(
                         fd.as_raw_fd(),
-                        buf[OUTPUT_HEADER_LEN..].as_mut_ptr().cast(),
+                        buf.as_mut_ptr().add(OUTPUT_HEADER_LEN).cast(),
                         want,
                     )
                 };
                 if n > 0 {
                     let n = n as usize;
+                    // SAFETY: read initialized exactly `n` bytes after the header.
+                    unsafe { buf.set_len(OUTPUT_HEADER_LEN + n) };
                     if !self.host_gone {
                         // At most one byte beyond the credit, when data raced the check above.
                         self.credit = self.credit.saturating_sub(n as u64);
-                        buf.truncate(OUTPUT_HEADER_LEN + n);
                         buf[..OUTPUT_HEADER_LEN].copy_from_slice(&output_header(which, n));
                         if !(self.sink)(&buf) {
                             self.host_lost();

@@ -257,17 +257,29 @@ impl Decoder {
         self.buf.extend_from_slice(bytes);
     }
 
-    /// Read once from `r` straight into the decoder's buffer (at most `max` bytes).
-    pub fn read_from(&mut self, r: &mut impl std::io::Read, max: usize) -> std::io::Result<usize> {
+    /// Read once from `fd` straight into the decoder's buffer (at most `max` bytes), without
+    /// zeroing the room first (bulk output passes through here).
+    pub fn read_from(
+        &mut self,
+        fd: std::os::fd::BorrowedFd<'_>,
+        max: usize,
+    ) -> std::io::Result<usize> {
+        use std::os::fd::AsRawFd;
         if self.start > 0 && self.start == self.buf.len() {
             self.buf.clear();
             self.start = 0;
         }
+        self.buf.reserve(max);
         let old = self.buf.len();
-        self.buf.resize(old + max, 0);
-        let got = r.read(&mut self.buf[old..]);
-        self.buf.truncate(old + *got.as_ref().unwrap_or(&0));
-        got
+        // SAFETY: the spare capacity holds at least `max` bytes after `reserve`; read writes at
+        // most `max` bytes there.
+        let n = unsafe { libc::read(fd.as_raw_fd(), self.buf.as_mut_ptr().add(old).cast(), max) };
+        if n < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: read initialized exactly `n` bytes after the old length.
+        unsafe { self.buf.set_len(old + n as usize) };
+        Ok(n as usize)
     }
 
     /// The next whole frame, borrowing output payloads; `Ok(None)` when more bytes are needed.
