@@ -32,6 +32,18 @@ fn guest_prints_hello_and_exits_with_its_code() {
 }
 
 #[test]
+fn i8042_reset_pulse_ends_the_vm_as_a_reset() {
+    require_kvm!();
+    let dir = TempDir::new("vm-reset");
+    let kernel = build_guest("basic", dir.path());
+    let out = Capture::default();
+    let vm = Vm::build(config(kernel, "reset", &out)).unwrap();
+    let (r, fired) = run_with_watchdog(vm, 20);
+    assert!(!fired);
+    assert_eq!(r.unwrap(), VmExit::Reset);
+}
+
+#[test]
 fn invalid_opcode_is_reported_as_a_crash() {
     require_kvm!();
     let dir = TempDir::new("vm-ud2");

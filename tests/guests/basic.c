@@ -8,6 +8,7 @@
  *   e820       print the e820 map from boot_params and exit with the entry count
  *   hdr        print the setup header fields the loader put in boot_params, exit 7
  *   mptable    find and check the MP table, print its CPUs and IOAPIC, exit with the CPU count
+ *   reset      pulse the i8042 reset line (port 0x64 <- 0xfe), as Linux does with reboot=k
  *   bench      mark "init reached" (progress 2), time port-I/O and MMIO exits (marks 3, 4),
  *              halt; the benchmark stops the VM */
 #include "guest.h"
@@ -48,6 +49,12 @@ ENTRY void _start(u64 cpu, u64 bp) {
         putdec(ints);
         puts("\n");
         guest_exit(cpus);
+    }
+    if (has_word(cmd, "reset")) {
+        while (inb(0x64) & 2) {
+        }
+        outb(0x64, 0xfe);
+        for (;;) __asm__ volatile("cli; hlt");
     }
     if (has_word(cmd, "bench")) {
         progress(2);
