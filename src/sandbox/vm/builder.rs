@@ -141,7 +141,7 @@ pub fn build(cfg: VmConfig) -> Result<Vm> {
     Ok(Vm {
         vcpus,
         bus: Arc::new(bus),
-        vm_fd,
+        _vm_fd: vm_fd,
         _kvm: kvm,
         mem,
         control,

@@ -110,7 +110,8 @@ impl StopHandle {
 pub struct Vm {
     vcpus: Vec<VcpuFd>,
     bus: Arc<Bus>,
-    vm_fd: VmFd,
+    /// Held only to keep the VM alive (and to close it before `mem` is unmapped).
+    _vm_fd: VmFd,
     _kvm: Kvm,
     mem: Arc<GuestMemory>,
     control: Option<UnixStream>,
@@ -177,7 +178,6 @@ impl Vm {
             let _ = t.join();
         }
         self.bus.shutdown();
-        let _ = &self.vm_fd;
         outcome
     }
 }
