@@ -19,6 +19,7 @@
 pub mod boot;
 pub mod builder;
 pub mod devices;
+pub mod ext2;
 pub mod kvm;
 pub mod memory;
 pub mod sys;
