@@ -19,6 +19,8 @@ const LOST_FOUND_INO: u32 = 11;
 const FIRST_INO: u32 = 11;
 const PTRS_PER_BLOCK: u64 = BLOCK / 4;
 const DIRECT: u64 = 12;
+/// Largest copy step when writing file contents.
+const RUN: usize = 1 << 20;
 /// Largest regular file without the `large_file` feature.
 const MAX_FILE: u64 = (1 << 31) - 1;
 
@@ -395,19 +397,30 @@ fn write_image(
     let mut itables: Vec<Vec<u8>> = (0..l.groups)
         .map(|_| vec![0u8; (l.itable_blocks * BLOCK) as usize])
         .collect();
-    let mut chunk = vec![0u8; BLOCK as usize];
+    let mut chunk = vec![0u8; RUN];
     for (i, n) in tree.nodes.iter().enumerate() {
         let ino = i as u32 + 1;
         match &n.content {
             Content::File(p) => {
                 let f = File::open(p).with_context(|| format!("opening {}", p.display()))?;
-                for (k, b) in n.blocks.iter().enumerate() {
-                    let want = (n.size - k as u64 * BLOCK).min(BLOCK) as usize;
-                    f.read_exact_at(&mut chunk[..want], k as u64 * BLOCK)
-                        .with_context(|| {
-                            format!("reading {} (changed while imaging?)", p.display())
-                        })?;
-                    write_at(&chunk[..want], u64::from(*b) * BLOCK)?;
+                // Copy runs of consecutive blocks (files are laid out contiguously except at
+                // group boundaries) in steps of up to `RUN` bytes.
+                let mut k = 0usize;
+                while k < n.blocks.len() {
+                    let mut run = 1usize;
+                    while k + run < n.blocks.len()
+                        && run < RUN / BLOCK as usize
+                        && n.blocks[k + run] == n.blocks[k] + run as u32
+                    {
+                        run += 1;
+                    }
+                    let off = k as u64 * BLOCK;
+                    let want = (n.size - off).min(run as u64 * BLOCK) as usize;
+                    f.read_exact_at(&mut chunk[..want], off).with_context(|| {
+                        format!("reading {} (changed while imaging?)", p.display())
+                    })?;
+                    write_at(&chunk[..want], u64::from(n.blocks[k]) * BLOCK)?;
+                    k += run;
                 }
             }
             Content::Dir(_) => {
