@@ -1,1 +1,329 @@
-//! `config.yaml`: the declarative list of workers.
+//! `config.yaml`: the declarative list of workers (SPEC §3).
+//!
+//! - [`Config::load`] parses and validates the file (errors carry line and column).
+//! - [`flatten`] turns a worker's `config:` mapping into environment variables, expanding
+//!   `${VAR}` and `${VAR:-default}` from iii's own environment.
+//! - [`edit`] changes the file *as text* (add/remove one entry) so everything else the user wrote
+//!   stays byte-for-byte, and writes it atomically under a lock.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::{err, Result};
+
+pub mod edit;
+pub mod flatten;
+pub mod quantity;
+
+/// The parsed `config.yaml`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Config {
+    pub workers: Vec<WorkerEntry>,
+    pub engine: EngineSettings,
+    pub vm: VmSettings,
+}
+
+/// `engine:` — where the engine serves workers.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineSettings {
+    /// Engine port on 127.0.0.1 (default 49134, or the port of `III_URL`).
+    pub port: Option<u16>,
+}
+
+/// `vm:` — settings of the `vm` sandbox backend.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmSettings {
+    /// Guest kernel (vmlinux ELF or bzImage); `III_KERNEL` overrides it.
+    pub kernel: Option<PathBuf>,
+}
+
+/// One entry of `workers:`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkerEntry {
+    pub name: String,
+    pub image: String,
+    /// The raw `config:` mapping (flattened into env vars at start; see [`flatten`]).
+    pub config: serde_yaml::Mapping,
+    pub resources: Resources,
+    pub sandbox: SandboxChoice,
+    pub network: NetworkChoice,
+}
+
+/// `resources:` of one worker.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Resources {
+    pub cpus: Option<f64>,
+    /// Bytes.
+    pub memory: Option<u64>,
+}
+
+/// `sandbox:` — which backend runs the worker.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SandboxChoice {
+    /// `vm` when `/dev/kvm` is usable and a guest kernel is configured, else `namespace`.
+    #[default]
+    Auto,
+    Vm,
+    Namespace,
+}
+
+/// `network:` — the worker's network.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkChoice {
+    /// Loopback plus the engine link (default).
+    #[default]
+    Isolated,
+    /// Share the host's network.
+    Host,
+}
+
+// --- raw serde shapes (validated into the public types above) ---
+
+#[derive(Deserialize)]
+struct RawConfig {
+    #[serde(default)]
+    workers: Option<Vec<RawWorker>>,
+    #[serde(default)]
+    engine: Option<EngineSettings>,
+    #[serde(default)]
+    vm: Option<VmSettings>,
+    // Other top-level sections belong to the engine's own configuration and are kept as-is.
+    #[serde(flatten)]
+    _other: serde_yaml::Mapping,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWorker {
+    name: String,
+    image: String,
+    #[serde(default)]
+    config: Option<serde_yaml::Mapping>,
+    #[serde(default)]
+    resources: Option<RawResources>,
+    #[serde(default)]
+    sandbox: Option<SandboxChoice>,
+    #[serde(default)]
+    network: Option<NetworkChoice>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawResources {
+    #[serde(default)]
+    cpus: Option<f64>,
+    #[serde(default)]
+    memory: Option<serde_yaml::Value>,
+}
+
+impl Config {
+    /// Read and validate `path`. A missing file is an empty config (no workers).
+    pub fn load(path: &Path) -> Result<Config> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Config::parse(&text, path),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Config::default()),
+            Err(e) => Err(err!("reading {}: {e}", path.display())),
+        }
+    }
+
+    /// Parse the text of a config file; `path` only names it in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Config> {
+        let raw: Option<RawConfig> = if text.trim().is_empty() {
+            None
+        } else {
+            serde_yaml::from_str(text).map_err(|e| yaml_error(path, &e))?
+        };
+        let Some(raw) = raw else {
+            return Ok(Config::default());
+        };
+        let mut workers = Vec::new();
+        for (i, w) in raw.workers.unwrap_or_default().into_iter().enumerate() {
+            let entry =
+                validate_worker(w).map_err(|m| err!("{}: workers[{i}]: {m}", path.display()))?;
+            if workers.iter().any(|x: &WorkerEntry| x.name == entry.name) {
+                return Err(err!(
+                    "{}: workers[{i}]: duplicate worker name {:?}",
+                    path.display(),
+                    entry.name
+                ));
+            }
+            workers.push(entry);
+        }
+        Ok(Config {
+            workers,
+            engine: raw.engine.unwrap_or_default(),
+            vm: raw.vm.unwrap_or_default(),
+        })
+    }
+
+    pub fn worker(&self, name: &str) -> Option<&WorkerEntry> {
+        self.workers.iter().find(|w| w.name == name)
+    }
+}
+
+impl WorkerEntry {
+    /// The worker's `config:` flattened into environment variables, `${VAR}` expanded with
+    /// `lookup` (iii's environment). A variable with no value and no default is an error
+    /// naming the worker and the variable.
+    pub fn environment(
+        &self,
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Vec<(String, String)>> {
+        flatten::flatten(&self.config, lookup).map_err(|e| err!("worker {}: {e}", self.name))
+    }
+}
+
+/// `serde_yaml` error → `error: FILE:LINE:COLUMN: message`.
+fn yaml_error(path: &Path, e: &serde_yaml::Error) -> crate::Error {
+    match e.location() {
+        Some(loc) => err!(
+            "{}:{}:{}: {}",
+            path.display(),
+            loc.line(),
+            loc.column(),
+            strip_location(&e.to_string())
+        ),
+        None => err!("{}: {e}", path.display()),
+    }
+}
+
+/// serde_yaml appends " at line L column C" to its messages; we print the location up front.
+fn strip_location(msg: &str) -> String {
+    match msg.find(" at line ") {
+        Some(i) => msg[..i].to_string(),
+        None => msg.to_string(),
+    }
+}
+
+/// Worker names: `[a-z0-9][a-z0-9._-]{0,62}` (they name directories and hostnames).
+pub fn validate_name(name: &str) -> std::result::Result<(), String> {
+    let bytes = name.as_bytes();
+    let ok = !bytes.is_empty()
+        && bytes.len() <= 63
+        && (bytes[0].is_ascii_lowercase() || bytes[0].is_ascii_digit())
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(b));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid worker name {name:?}: use 1-63 of a-z, 0-9, '.', '_', '-', starting with a letter or digit"
+        ))
+    }
+}
+
+fn validate_worker(w: RawWorker) -> std::result::Result<WorkerEntry, String> {
+    validate_name(&w.name)?;
+    if w.image.trim().is_empty() {
+        return Err(format!("worker {:?}: image is empty", w.name));
+    }
+    let resources = match w.resources {
+        None => Resources::default(),
+        Some(r) => {
+            if let Some(c) = r.cpus {
+                if !(c > 0.0 && c.is_finite()) {
+                    return Err(format!("worker {:?}: resources.cpus must be > 0", w.name));
+                }
+            }
+            let memory = match r.memory {
+                None | Some(serde_yaml::Value::Null) => None,
+                Some(v) => Some(
+                    quantity::parse_bytes_value(&v)
+                        .map_err(|e| format!("worker {:?}: resources.memory: {e}", w.name))?,
+                ),
+            };
+            Resources {
+                cpus: r.cpus,
+                memory,
+            }
+        }
+    };
+    Ok(WorkerEntry {
+        name: w.name,
+        image: w.image,
+        config: w.config.unwrap_or_default(),
+        resources,
+        sandbox: w.sandbox.unwrap_or_default(),
+        network: w.network.unwrap_or_default(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(t: &str) -> Result<Config> {
+        Config::parse(t, Path::new("config.yaml"))
+    }
+
+    #[test]
+    fn parses_full_entry() {
+        let c = parse(
+            "workers:\n  - name: image-resize\n    image: ghcr.io/iii-hq/image-resize:1.0.0\n    config:\n      LOG_LEVEL: debug\n    resources: {cpus: 2, memory: 512Mi}\n    sandbox: namespace\n    network: host\nengine: {port: 5000}\nvm: {kernel: /boot/vmlinux}\nmodules: [x]\n",
+        )
+        .unwrap();
+        let w = &c.workers[0];
+        assert_eq!(w.name, "image-resize");
+        assert_eq!(
+            w.resources,
+            Resources {
+                cpus: Some(2.0),
+                memory: Some(512 << 20)
+            }
+        );
+        assert_eq!(w.sandbox, SandboxChoice::Namespace);
+        assert_eq!(w.network, NetworkChoice::Host);
+        assert_eq!(c.engine.port, Some(5000));
+        assert_eq!(c.vm.kernel.as_deref(), Some(Path::new("/boot/vmlinux")));
+    }
+
+    #[test]
+    fn empty_and_missing_lists_are_no_workers() {
+        assert!(parse("").unwrap().workers.is_empty());
+        assert!(parse("workers: []\n").unwrap().workers.is_empty());
+        assert!(parse("workers:\n").unwrap().workers.is_empty());
+        assert!(Config::load(Path::new("/nonexistent/config.yaml"))
+            .unwrap()
+            .workers
+            .is_empty());
+    }
+
+    #[test]
+    fn malformed_yaml_names_line_and_column() {
+        let e = parse("workers:\n  - name: a\n    image: [unclosed\n").unwrap_err();
+        assert!(e.to_string().starts_with("config.yaml:"), "{e}");
+        let e = parse("workers:\n  - name: a\n    image: b\n  x: : y\n").unwrap_err();
+        assert!(e.to_string().starts_with("config.yaml:4:"), "{e}");
+    }
+
+    #[test]
+    fn rejects_bad_names_duplicates_and_unknown_fields() {
+        let e = parse("workers:\n  - {name: Bad, image: x/y}\n").unwrap_err();
+        assert!(e.to_string().contains("invalid worker name"), "{e}");
+        let e =
+            parse("workers:\n  - {name: a, image: x/y}\n  - {name: a, image: x/z}\n").unwrap_err();
+        assert!(e.to_string().contains("duplicate worker name"), "{e}");
+        let e = parse("workers:\n  - {name: a, image: x/y, imgae: z}\n").unwrap_err();
+        assert!(e.to_string().contains("imgae"), "{e}");
+        let e =
+            parse("workers:\n  - {name: a, image: x/y, resources: {memory: 12Q}}\n").unwrap_err();
+        assert!(e.to_string().contains("resources.memory"), "{e}");
+    }
+
+    #[test]
+    fn environment_names_worker_on_missing_variable() {
+        let c = parse("workers:\n  - name: w\n    image: x/y\n    config: {KEY: \"${NOPE}\"}\n")
+            .unwrap();
+        let e = c.workers[0].environment(&|_| None).unwrap_err();
+        assert!(
+            e.to_string().contains("worker w") && e.to_string().contains("NOPE"),
+            "{e}"
+        );
+    }
+}

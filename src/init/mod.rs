@@ -1,1 +1,356 @@
 //! iii's own init: PID 1 inside every sandbox (namespace or VM).
+//!
+//! It is the iii binary re-executed with a hidden first argument ([`INIT_ARG`]), with the
+//! control channel on fd 3. It reads the `Start` message, sets the sandbox up (for
+//! `namespace`: overlay root, pivot_root, /proc, /dev, hostname, loopback), starts the worker,
+//! then serves until the worker exits: it reaps every zombie in the sandbox, forwards signals
+//! it receives (SIGTERM, SIGINT, …) to the worker, carries engine-link connections
+//! (127.0.0.1:<engine port> inside → the host engine) over the channel, and finally reports
+//! the worker's exit status and exits with it. EOF on the channel means the host side died:
+//! init exits at once, and the kernel kills every process of the sandbox with it.
+
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+
+use crate::protocol::mux::{Mux, MuxEvent};
+use crate::protocol::{
+    encode_message, Decoder, ExitStatus, InitConfig, Message, Setup, SANDBOX_STREAM,
+};
+use crate::sandbox::namespace::mounts;
+use crate::sandbox::namespace::process::{self, Status};
+use crate::{err, Result};
+
+pub mod worker;
+
+pub use crate::sandbox::namespace::process::{INIT_ARG, INIT_CONTROL_FD};
+
+const SIGNALS: Token = Token(1);
+const LISTENER: Token = Token(2);
+
+/// Signals init forwards to the worker (SIGCHLD is init's own: reaping).
+const FORWARDED: &[libc::c_int] = &[
+    libc::SIGHUP,
+    libc::SIGINT,
+    libc::SIGQUIT,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+    libc::SIGALRM,
+    libc::SIGTERM,
+    libc::SIGCONT,
+    libc::SIGWINCH,
+];
+
+/// Run as init if this process was started as one (first argument [`INIT_ARG`]); returns the
+/// exit code then. `main` calls this before parsing the command line.
+pub fn entry() -> Option<i32> {
+    let mut args = std::env::args_os();
+    args.next();
+    if args.next()? != INIT_ARG {
+        return None;
+    }
+    Some(run())
+}
+
+fn run() -> i32 {
+    // Only fds 0–3 are ours; anything else leaked from the host side must not reach the worker.
+    // SAFETY: close_range takes plain integers.
+    unsafe { libc::syscall(libc::SYS_close_range, 4u32, u32::MAX, 0u32) };
+    // SAFETY: fd 3 is the control channel our parent set up; we take ownership of it.
+    let chan = unsafe { UnixStream::from_raw_fd(INIT_CONTROL_FD) };
+    // The worker must not inherit the channel.
+    // SAFETY: fcntl on our own fd.
+    unsafe { libc::fcntl(INIT_CONTROL_FD, libc::F_SETFD, libc::FD_CLOEXEC) };
+    // As PID 1 of a namespace, a signal we neither handle nor block is dropped: block them
+    // first, so a SIGTERM that arrives during setup still reaches the worker.
+    let signals = match block_signals() {
+        Ok(fd) => fd,
+        Err(e) => return setup_failed(&chan, e),
+    };
+    let mut decoder = Decoder::new();
+    let cfg = match read_until(&chan, &mut decoder, |m| match m {
+        Message::Start(cfg) => Some(*cfg),
+        _ => None,
+    }) {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("iii-init: {e}");
+            return 1;
+        }
+    };
+    if let Err(e) = setup(&cfg, &chan, &mut decoder) {
+        return setup_failed(&chan, e);
+    }
+    let hardening = match cfg.setup {
+        Setup::Namespace { .. } => Some(worker::Hardening::namespace_default()),
+    };
+    let pid = match worker::spawn(&cfg.process, hardening.as_ref()) {
+        Ok((pid, failure)) => {
+            if let Some(f) = failure {
+                // The worker's stderr is its log: that is where a user looks.
+                eprintln!(
+                    "iii-init: cannot start worker {}: {}",
+                    cfg.hostname, f.message
+                );
+            }
+            pid
+        }
+        Err(f) => {
+            eprintln!(
+                "iii-init: cannot start worker {}: {}",
+                cfg.hostname, f.message
+            );
+            return report_early_exit(&chan, f.code);
+        }
+    };
+    match serve(chan, decoder, signals, pid, &cfg) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("iii-init: {e}");
+            1
+        }
+    }
+}
+
+/// Read frames (blocking) until `pick` accepts a stream-0 message; frames before it are
+/// dropped (the host sends nothing else before the worker runs).
+fn read_until<T>(
+    mut chan: &UnixStream,
+    dec: &mut Decoder,
+    pick: impl Fn(Message) -> Option<T>,
+) -> Result<T> {
+    let mut buf = [0u8; 16 << 10];
+    loop {
+        while let Some(f) = dec.next_frame()? {
+            if f.stream == SANDBOX_STREAM {
+                if let Some(t) = pick(f.message()?) {
+                    return Ok(t);
+                }
+            }
+        }
+        let n = match chan.read(&mut buf) {
+            Ok(0) => return Err(err!("control channel closed during sandbox setup")),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(err!("reading the control channel: {e}")),
+        };
+        dec.feed(&buf[..n]);
+    }
+}
+
+fn send_blocking(mut chan: &UnixStream, msg: &Message) {
+    let mut out = Vec::new();
+    encode_message(&mut out, SANDBOX_STREAM, msg);
+    chan.write_all(&out).ok();
+}
+
+fn setup_failed(chan: &UnixStream, e: crate::Error) -> i32 {
+    eprintln!("iii-init: {e}");
+    send_blocking(
+        chan,
+        &Message::Failed {
+            message: e.to_string(),
+        },
+    );
+    1
+}
+
+/// The worker could not even be forked: report it as started-and-exited with `code`.
+fn report_early_exit(chan: &UnixStream, code: i32) -> i32 {
+    send_blocking(chan, &Message::Started { pid: 0 });
+    send_blocking(chan, &Message::Exited(ExitStatus::Code(code)));
+    code
+}
+
+/// Block the signals init handles and return a signalfd that delivers them. Blocked before
+/// the worker exists so none is lost; the worker unblocks them before exec.
+fn block_signals() -> Result<OwnedFd> {
+    // SAFETY: sigset manipulation on a local, then sigprocmask/signalfd with it.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGCHLD);
+        for s in FORWARDED {
+            libc::sigaddset(&mut set, *s);
+        }
+        if libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) < 0 {
+            return Err(err!("blocking signals: {}", io::Error::last_os_error()));
+        }
+        let fd = libc::signalfd(-1, &set, libc::SFD_NONBLOCK | libc::SFD_CLOEXEC);
+        if fd < 0 {
+            return Err(err!("signalfd: {}", io::Error::last_os_error()));
+        }
+        Ok(OwnedFd::from_raw_fd(fd))
+    }
+}
+
+fn setup(cfg: &InitConfig, chan: &UnixStream, dec: &mut Decoder) -> Result<()> {
+    match &cfg.setup {
+        Setup::Namespace {
+            lower,
+            upper,
+            work,
+            merged,
+            loopback,
+        } => {
+            mounts::build_root(
+                &mounts::Layers {
+                    lower,
+                    upper,
+                    work,
+                    merged,
+                },
+                &cfg.hostname,
+                !*loopback,
+            )?;
+            mounts::set_hostname(&cfg.hostname)?;
+            if *loopback {
+                mounts::loopback_up()?;
+            }
+            // The host moves us into the sandbox's cgroups while we build the root (on cgroup
+            // v1 that move costs an RCU grace period, ~10 ms); the worker must start inside
+            // them, and the cgroup namespace must be rooted there.
+            read_until(chan, dec, |m| {
+                matches!(m, Message::CgroupsReady).then_some(())
+            })?;
+            mounts::unshare_cgroup()?;
+        }
+    }
+    Ok(())
+}
+
+/// Serve until the worker exits; returns init's exit code (the worker's, or 128+signal).
+fn serve(
+    chan: UnixStream,
+    decoder: Decoder,
+    signals: OwnedFd,
+    worker: libc::pid_t,
+    cfg: &InitConfig,
+) -> Result<i32> {
+    let mut poll = Poll::new().map_err(|e| err!("init: creating poll: {e}"))?;
+    let mut mux = Mux::new(chan, decoder, true, poll.registry())
+        .map_err(|e| err!("init: control channel: {e}"))?;
+    mux.send(SANDBOX_STREAM, &Message::Started { pid: worker as u32 });
+    let sigfd = signals.as_raw_fd();
+    poll.registry()
+        .register(&mut SourceFd(&sigfd), SIGNALS, Interest::READABLE)
+        .map_err(|e| err!("init: registering signals: {e}"))?;
+    let mut listener = match cfg.engine_port {
+        Some(port) => match std::net::TcpListener::bind(("127.0.0.1", port)) {
+            Ok(l) => {
+                l.set_nonblocking(true).ok();
+                let mut l = mio::net::TcpListener::from_std(l);
+                poll.registry()
+                    .register(&mut l, LISTENER, Interest::READABLE)
+                    .map_err(|e| err!("init: registering the engine link: {e}"))?;
+                Some(l)
+            }
+            Err(e) => {
+                eprintln!("iii-init: engine link: listening on 127.0.0.1:{port}: {e}");
+                None
+            }
+        },
+        None => None,
+    };
+    let mut worker_status: Option<Status> = None;
+    let mut events = Events::with_capacity(64);
+    let initial = mux.drain_decoded(poll.registry());
+    let mut pending: Vec<MuxEvent> = initial;
+    loop {
+        if mux.is_closed() {
+            // The host side is gone: take the whole sandbox down with us.
+            return Ok(137);
+        }
+        for ev in pending.drain(..) {
+            match ev {
+                MuxEvent::Message {
+                    stream: SANDBOX_STREAM,
+                    message: Message::Signal { signal },
+                } => {
+                    process::kill(worker, signal).ok();
+                }
+                MuxEvent::Message { .. } => {}
+                MuxEvent::Open { stream, .. } => {
+                    mux.reject(stream, "init serves no such stream".into());
+                }
+                MuxEvent::ChannelClosed => {
+                    // The host side is gone: take the whole sandbox down with us.
+                    return Ok(137);
+                }
+            }
+        }
+        while let Some((pid, status)) = process::reap_any() {
+            if pid == worker {
+                worker_status = Some(status);
+            }
+        }
+        if let Some(status) = worker_status {
+            let (msg, code) = match status {
+                Status::Exited(c) => (ExitStatus::Code(c), c),
+                Status::Signaled(s) => (ExitStatus::Signal(s), 128 + s),
+            };
+            mux.send(SANDBOX_STREAM, &Message::Exited(msg));
+            mux.flush_blocking().ok();
+            return Ok(code);
+        }
+        match poll.poll(&mut events, None) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(err!("init: poll: {e}")),
+        }
+        for e in events.iter() {
+            match e.token() {
+                SIGNALS => {
+                    for sig in read_signals(sigfd) {
+                        if sig != libc::SIGCHLD {
+                            process::kill(worker, sig).ok();
+                        }
+                    }
+                }
+                LISTENER => {
+                    let Some(l) = listener.as_mut() else { continue };
+                    loop {
+                        match l.accept() {
+                            Ok((stream, _)) => {
+                                let r = mux.open(
+                                    poll.registry(),
+                                    crate::protocol::OpenRequest::EngineLink,
+                                    Box::new(stream),
+                                );
+                                if let Err(e) = r {
+                                    eprintln!("iii-init: engine link: {e}");
+                                }
+                            }
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                            Err(e) => {
+                                eprintln!("iii-init: engine link: accept: {e}");
+                                break;
+                            }
+                        }
+                    }
+                }
+                t => pending.extend(mux.handle(poll.registry(), t)),
+            }
+        }
+    }
+}
+
+/// Drain the signalfd.
+fn read_signals(fd: libc::c_int) -> Vec<libc::c_int> {
+    let mut out = Vec::new();
+    loop {
+        // SAFETY: signalfd_siginfo is plain data; read fills at most its size.
+        let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
+        let size = std::mem::size_of::<libc::signalfd_siginfo>();
+        // SAFETY: reading into the local struct of exactly `size` bytes.
+        let n = unsafe { libc::read(fd, &mut info as *mut _ as *mut libc::c_void, size) };
+        if n != size as isize {
+            return out;
+        }
+        out.push(info.ssi_signo as libc::c_int);
+    }
+}

@@ -15,6 +15,10 @@ use crate::Result;
 pub mod namespace;
 pub mod vm;
 
+/// The per-worker writable layer lives in `<worker_dir>/layer/` (both backends): `remove` deletes
+/// it with the rest of the worker's state unless `--keep-data`.
+pub const WRITABLE_LAYER_DIR: &str = "layer";
+
 /// Which backend runs a sandbox.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {

@@ -35,7 +35,7 @@ unsafe impl Sync for GuestMemory {}
 impl GuestMemory {
     /// Reserve `size` bytes of guest RAM (page-aligned).
     pub fn new(size: u64) -> Result<GuestMemory> {
-        if size == 0 || size % 4096 != 0 {
+        if size == 0 || !size.is_multiple_of(4096) {
             return Err(err!(
                 "guest memory size {size} is not a positive multiple of 4 KiB"
             ));

@@ -85,17 +85,27 @@ pub fn install_kick_handler() {
     });
 }
 
+/// A thread's pthread handle, kept to signal it with [`kick_thread`].
+#[derive(Clone, Copy)]
+pub struct ThreadHandle(libc::pthread_t);
+
+// SAFETY: a pthread_t is an opaque id (a pointer on musl, an integer on glibc) that iii only
+// passes to pthread_kill; it carries no thread-local data, so moving or sharing it is sound.
+unsafe impl Send for ThreadHandle {}
+// SAFETY: as above; the handle is never dereferenced by iii.
+unsafe impl Sync for ThreadHandle {}
+
 /// The calling thread's pthread handle, for [`kick_thread`].
-pub fn current_thread() -> libc::pthread_t {
+pub fn current_thread() -> ThreadHandle {
     // SAFETY: always safe to call.
-    unsafe { libc::pthread_self() }
+    ThreadHandle(unsafe { libc::pthread_self() })
 }
 
 /// Send the kick signal to `thread`.
 ///
 /// # Safety
 /// `thread` must be a thread that has not been joined yet (its handle still valid).
-pub unsafe fn kick_thread(thread: libc::pthread_t) {
+pub unsafe fn kick_thread(thread: ThreadHandle) {
     // SAFETY: per the caller's contract the handle is valid; the signal has a no-op handler.
-    unsafe { libc::pthread_kill(thread, kick_signal()) };
+    unsafe { libc::pthread_kill(thread.0, kick_signal()) };
 }

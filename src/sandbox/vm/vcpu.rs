@@ -16,7 +16,7 @@ pub struct RunState {
     outcome: Mutex<Option<Result<VmExit>>>,
     done: Condvar,
     stop: AtomicBool,
-    running: Mutex<Vec<(libc::pthread_t, VcpuKicker)>>,
+    running: Mutex<Vec<(sys::ThreadHandle, VcpuKicker)>>,
 }
 
 impl Default for RunState {

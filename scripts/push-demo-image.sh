@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# push-demo-image.sh REGISTRY REPO TAG — build a one-layer OCI worker image from Debian's
+# static busybox and push it with the plain distribution API (curl), no other tools needed.
+# Prints the manifest digest.
+set -euo pipefail
+registry=$1 repo=$2 tag=$3
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+root=$work/rootfs
+mkdir -p "$root"/{bin,etc,iii,workspace,tmp}
+cp /bin/busybox "$root/bin/busybox"
+for applet in $(/bin/busybox --list); do
+    [ "$applet" = busybox ] || ln -sf busybox "$root/bin/$applet"
+done
+printf 'root:x:0:0:root:/root:/bin/sh\nworker:x:1000:1000:worker:/workspace:/bin/sh\n' >"$root/etc/passwd"
+printf 'root:x:0:\nworker:x:1000:\n' >"$root/etc/group"
+cat >"$root/bin/echo-worker" <<'SH'
+#!/bin/sh
+# A stand-in worker: says where the engine is, then ticks.
+echo "echo-worker up: III_URL=$III_URL GREETING=$GREETING"
+i=0
+while true; do i=$((i+1)); echo "tick $i"; sleep 2; done
+SH
+chmod 755 "$root/bin/echo-worker"
+printf 'resources:\n  cpus: 1\n  memory: 64Mi\n' >"$root/iii/worker.yaml"
+tar --sort=name --owner=0 --group=0 --numeric-owner -C "$root" -cf "$work/layer.tar" .
+gzip -n -c "$work/layer.tar" >"$work/layer.tar.gz"
+diff_id=sha256:$(sha256sum "$work/layer.tar" | cut -d' ' -f1)
+layer=sha256:$(sha256sum "$work/layer.tar.gz" | cut -d' ' -f1)
+layer_size=$(stat -c %s "$work/layer.tar.gz")
+cat >"$work/config.json" <<JSON
+{"architecture":"amd64","os":"linux","config":{"Env":["PATH=/bin","GREETING=hello","III_URL=ws://localhost:49134"],"Entrypoint":["/bin/echo-worker"],"WorkingDir":"/workspace"},"rootfs":{"type":"layers","diff_ids":["$diff_id"]}}
+JSON
+config=sha256:$(sha256sum "$work/config.json" | cut -d' ' -f1)
+config_size=$(stat -c %s "$work/config.json")
+upload() { # file digest
+    if curl -fsS -o /dev/null -I "http://$registry/v2/$repo/blobs/$2" 2>/dev/null; then return; fi
+    loc=$(curl -fsS -X POST -D - -o /dev/null "http://$registry/v2/$repo/blobs/uploads/" \
+        | tr -d '\r' | awk 'tolower($1)=="location:"{print $2}')
+    case $loc in http*) ;; *) loc=http://$registry$loc ;; esac
+    sep='?'; case $loc in *\?*) sep='&' ;; esac
+    curl -fsS -X PUT -H 'Content-Type: application/octet-stream' --data-binary "@$1" \
+        "$loc${sep}digest=$2" -o /dev/null
+}
+upload "$work/layer.tar.gz" "$layer"
+upload "$work/config.json" "$config"
+cat >"$work/manifest.json" <<JSON
+{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"$config","size":$config_size},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"$layer","size":$layer_size}]}
+JSON
+curl -fsS -X PUT -H 'Content-Type: application/vnd.oci.image.manifest.v1+json' \
+    --data-binary "@$work/manifest.json" "http://$registry/v2/$repo/manifests/$tag" -o /dev/null
+echo "sha256:$(sha256sum "$work/manifest.json" | cut -d' ' -f1)"

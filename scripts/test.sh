@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The whole test suite: installs prerequisites, checks formatting and lints, runs every test.
+# Tests start their own registries, sandboxes and VMs on 127.0.0.1 and clean up after
+# themselves; some need root (namespaces, cgroups) and /dev/kvm, and skip with a printed
+# reason where those are missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install-deps.sh
+cargo fmt --check
+cargo clippy --all-targets -- -D warnings
+# Two cores here: two test threads keep namespace/VM tests from starving each other.
+cargo test --all-targets -- --test-threads="${III_TEST_THREADS:-2}"
+# iii ships as one static binary: the musl release build must keep working (glibc +crt-static
+# is the fallback where the musl target cannot be installed).
+if rustup target list --installed 2>/dev/null | grep -q x86_64-unknown-linux-musl; then
+    cargo build --release --target x86_64-unknown-linux-musl
+    bin=target/x86_64-unknown-linux-musl/release/iii
+else
+    RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --target x86_64-unknown-linux-gnu
+    bin=target/x86_64-unknown-linux-gnu/release/iii
+fi
+file "$bin" | grep -Eq 'static(-pie)? linked' || { echo "error: $bin is not statically linked" >&2; exit 1; }
+"$bin" --help >/dev/null
+echo "static binary: $bin ($(du -h "$bin" | cut -f1))"

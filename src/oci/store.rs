@@ -1,0 +1,600 @@
+//! The per-user content-addressed store under `III_HOME`:
+//!
+//! ```text
+//! blobs/sha256/<hex>              verified blobs (layers, configs, manifests)
+//! images/sha256/<hex>/rootfs/     an extracted image, keyed by its (platform) manifest digest
+//! images/sha256/<hex>/config.json its image configuration blob
+//! images/sha256/<hex>/manifest.json
+//! refs/<sha256 of the image string>.json   {"image": …, "manifest": …}: offline lookup
+//! locks/<hex>.lock                flock(2) held while an image is being installed
+//! ```
+//!
+//! Nothing gets a final name before it is complete and verified: blobs are written under
+//! `.tmp-<pid>-…` names and renamed, images are extracted into `images/sha256/.tmp-<hex>` and
+//! renamed. A process killed at any moment therefore leaves only temporaries, which later
+//! pulls remove (blob temporaries of dead processes; image staging under the image lock).
+
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::digest::{Digest, VerifyingReader};
+use super::manifest::ImageConfig;
+use crate::{err, Context, Result};
+
+/// The store rooted at one `III_HOME`.
+#[derive(Debug, Clone)]
+pub struct Store {
+    root: PathBuf,
+}
+
+/// An image extracted in the store, ready to run.
+#[derive(Debug, Clone)]
+pub struct InstalledImage {
+    /// `sha256:<hex>` of the platform manifest the tree was built from.
+    pub manifest_digest: String,
+    pub rootfs: PathBuf,
+    pub config: ImageConfig,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct RefEntry {
+    image: String,
+    manifest: String,
+}
+
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+impl Store {
+    /// Open (creating if needed) the store at `home`.
+    pub fn open(home: &Path) -> Result<Store> {
+        let store = Store {
+            root: home.to_path_buf(),
+        };
+        for d in ["blobs/sha256", "images/sha256", "refs", "locks"] {
+            let p = home.join(d);
+            fs::create_dir_all(&p).with_context(|| format!("creating {}", p.display()))?;
+        }
+        Ok(store)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The installed image that `image` (exactly as written in config.yaml) was last pulled
+    /// as, without touching the network.
+    pub fn lookup(&self, image: &str) -> Result<Option<InstalledImage>> {
+        let path = self.ref_path(image);
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(err!("reading {}: {e}", path.display())),
+        };
+        let entry: RefEntry = serde_json::from_slice(&bytes)
+            .with_context(|| format!("reading {}", path.display()))?;
+        if entry.image != image {
+            return Ok(None);
+        }
+        let digest = Digest::parse(&entry.manifest)
+            .with_context(|| format!("reading {}", path.display()))?;
+        self.installed(&digest)
+    }
+
+    /// Remember that `image` resolves to the installed manifest `digest`.
+    pub fn record_ref(&self, image: &str, digest: &Digest) -> Result<()> {
+        let entry = RefEntry {
+            image: image.to_string(),
+            manifest: digest.to_string(),
+        };
+        let bytes = serde_json::to_vec(&entry).context("encoding a reference entry")?;
+        write_atomically(&self.ref_path(image), &bytes)
+    }
+
+    fn ref_path(&self, image: &str) -> PathBuf {
+        self.root
+            .join("refs")
+            .join(format!("{}.json", Digest::of(image.as_bytes()).hex()))
+    }
+
+    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
+        self.root.join("blobs/sha256").join(digest.hex())
+    }
+
+    /// Whether a verified copy of `digest` (of `size` bytes) is in the store. The size check
+    /// guards against a file emptied by a crash of the whole machine after its rename.
+    pub fn has_blob(&self, digest: &Digest, size: u64) -> bool {
+        fs::metadata(self.blob_path(digest)).is_ok_and(|m| m.is_file() && m.len() == size)
+    }
+
+    /// Store bytes already in memory (manifests, configs) after checking their digest.
+    pub fn put_blob(&self, digest: &Digest, bytes: &[u8]) -> Result<PathBuf> {
+        let mut tee = self.tee_blob(bytes, digest, bytes.len() as u64)?;
+        io::copy(&mut tee, &mut io::sink()).map_err(|e| err!("storing blob {digest}: {e}"))?;
+        tee.commit()
+    }
+
+    /// Wrap `source` so that everything read through it is verified against `digest`/`size`
+    /// and written to a temporary blob file, which [`TeeBlob::commit`] renames into place.
+    pub fn tee_blob<R: Read>(&self, source: R, digest: &Digest, size: u64) -> Result<TeeBlob<R>> {
+        let dir = self.root.join("blobs/sha256");
+        let tmp = dir.join(format!(
+            ".tmp-{}-{}-{}",
+            std::process::id(),
+            TEMP_COUNTER.fetch_add(1, Ordering::Relaxed),
+            digest.hex()
+        ));
+        let file = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        Ok(TeeBlob {
+            reader: VerifyingReader::new(source, digest.clone(), size),
+            file: io::BufWriter::with_capacity(256 * 1024, file),
+            tmp: Some(tmp),
+            dest: dir.join(digest.hex()),
+            digest: digest.clone(),
+        })
+    }
+
+    /// Remove what killed pulls left behind: blob and ref temporaries of processes that no
+    /// longer exist, and image staging directories whose install lock nobody holds.
+    pub fn sweep_temporaries(&self) {
+        for dir in ["blobs/sha256", "refs"] {
+            let Ok(entries) = fs::read_dir(self.root.join(dir)) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                let name = e.file_name();
+                let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(".tmp-")) else {
+                    continue;
+                };
+                let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<i32>().ok()) else {
+                    continue;
+                };
+                if !process_alive(pid) {
+                    let _ = fs::remove_file(e.path());
+                }
+            }
+        }
+        let Ok(entries) = fs::read_dir(self.root.join("images/sha256")) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let Some(hex) = name.to_str().and_then(|n| n.strip_prefix(".tmp-")) else {
+                continue;
+            };
+            if Digest::parse(&format!("sha256:{hex}")).is_err() {
+                continue;
+            }
+            // Held by a live pull (ours included): leave it. Free: its owner died.
+            let lock = self.root.join("locks").join(format!("{hex}.lock"));
+            if let Ok(Some(_held)) = FileLock::try_acquire(&lock) {
+                let _ = remove_tree(&self.root.join("images/sha256").join(&name));
+            }
+        }
+    }
+
+    pub fn image_dir(&self, digest: &Digest) -> PathBuf {
+        self.root.join("images/sha256").join(digest.hex())
+    }
+
+    /// The installed image for manifest `digest`, if its tree is complete.
+    pub fn installed(&self, digest: &Digest) -> Result<Option<InstalledImage>> {
+        let dir = self.image_dir(digest);
+        let config_path = dir.join("config.json");
+        let bytes = match fs::read(&config_path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(err!("reading {}: {e}", config_path.display())),
+        };
+        let parsed = ImageConfig::parse(&bytes)
+            .with_context(|| format!("reading {}", config_path.display()))?;
+        Ok(Some(InstalledImage {
+            manifest_digest: digest.to_string(),
+            rootfs: dir.join("rootfs"),
+            config: parsed.config,
+        }))
+    }
+
+    /// Take the install lock of manifest `digest`, blocking while another process holds it.
+    pub fn lock_image(&self, digest: &Digest) -> Result<FileLock> {
+        FileLock::acquire(
+            &self
+                .root
+                .join("locks")
+                .join(format!("{}.lock", digest.hex())),
+        )
+    }
+
+    /// A fresh staging directory for manifest `digest` (any leftover from a killed pull is
+    /// removed first). The caller must hold [`Store::lock_image`] for `digest`.
+    pub fn stage(&self, digest: &Digest, _lock: &FileLock) -> Result<Staging> {
+        let dir = self
+            .root
+            .join("images/sha256")
+            .join(format!(".tmp-{}", digest.hex()));
+        if dir.symlink_metadata().is_ok() {
+            remove_tree(&dir)?;
+        }
+        fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let rootfs = dir.join("rootfs");
+        fs::create_dir(&rootfs).with_context(|| format!("creating {}", rootfs.display()))?;
+        Ok(Staging {
+            dir: Some(dir),
+            rootfs,
+            dest: self.image_dir(digest),
+            digest: digest.clone(),
+        })
+    }
+}
+
+/// Reads through to the consumer while verifying and saving a blob.
+pub struct TeeBlob<R> {
+    reader: VerifyingReader<R>,
+    file: io::BufWriter<File>,
+    tmp: Option<PathBuf>,
+    dest: PathBuf,
+    digest: Digest,
+}
+
+impl<R: Read> TeeBlob<R> {
+    /// Bytes read so far (for progress).
+    pub fn position(&self) -> u64 {
+        self.reader.position()
+    }
+
+    /// The verification failure seen so far (digest or size), if any.
+    pub fn failure(&self) -> Option<&str> {
+        self.reader.failure()
+    }
+
+    /// Read the rest of the blob (what the consumer did not), verifying it.
+    pub fn drain(&mut self) -> io::Result<()> {
+        let mut buf = vec![0u8; 64 * 1024];
+        while self.read(&mut buf)? != 0 {}
+        Ok(())
+    }
+
+    /// Read whatever the consumer left, then give the verified blob its final name.
+    pub fn commit(mut self) -> Result<PathBuf> {
+        self.drain()
+            .map_err(|e| err!("blob {}: {e}", self.digest))?;
+        if !self.reader.verified() {
+            return Err(err!("blob {} ended without being verified", self.digest));
+        }
+        self.file
+            .flush()
+            .with_context(|| format!("writing blob {}", self.digest))?;
+        let tmp = self.tmp.take().expect("commit runs once");
+        if let Err(e) = fs::rename(&tmp, &self.dest) {
+            let _ = fs::remove_file(&tmp);
+            return Err(err!("storing blob {}: {e}", self.dest.display()));
+        }
+        Ok(self.dest.clone())
+    }
+}
+
+impl<R: Read> Read for TeeBlob<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.reader.read(buf)?;
+        self.file.write_all(&buf[..n])?;
+        Ok(n)
+    }
+}
+
+impl<R> Drop for TeeBlob<R> {
+    fn drop(&mut self) {
+        if let Some(tmp) = self.tmp.take() {
+            let _ = fs::remove_file(tmp);
+        }
+    }
+}
+
+/// An image being extracted; dropped without [`Staging::commit`], it is deleted.
+pub struct Staging {
+    dir: Option<PathBuf>,
+    rootfs: PathBuf,
+    dest: PathBuf,
+    digest: Digest,
+}
+
+impl Staging {
+    pub fn rootfs(&self) -> &Path {
+        &self.rootfs
+    }
+
+    /// Write the image's config and manifest beside the tree and move it into place.
+    pub fn commit(mut self, config: &[u8], manifest: &[u8]) -> Result<InstalledImage> {
+        let dir = self.dir.clone().expect("commit runs once");
+        write_file(&dir.join("manifest.json"), manifest)?;
+        // config.json last among the files: `installed` treats it as the completeness mark,
+        // but only after the rename below can anyone see the directory anyway.
+        write_file(&dir.join("config.json"), config)?;
+        fs::rename(&dir, &self.dest).with_context(|| {
+            format!(
+                "installing image {} at {}",
+                self.digest,
+                self.dest.display()
+            )
+        })?;
+        self.dir = None;
+        let parsed = ImageConfig::parse(config)?;
+        Ok(InstalledImage {
+            manifest_digest: self.digest.to_string(),
+            rootfs: self.dest.join("rootfs"),
+            config: parsed.config,
+        })
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        if let Some(dir) = self.dir.take() {
+            let _ = remove_tree(&dir);
+        }
+    }
+}
+
+/// Remove a tree, first making directories writable (an image may contain 0555 dirs).
+fn remove_tree(path: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Err(first) = fs::remove_dir_all(path) {
+        for entry in walk_dirs(path) {
+            let _ = fs::set_permissions(&entry, fs::Permissions::from_mode(0o700));
+        }
+        fs::remove_dir_all(path)
+            .map_err(|e| err!("removing {}: {e} (first attempt: {first})", path.display()))?;
+    }
+    Ok(())
+}
+
+fn walk_dirs(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        if let Ok(entries) = fs::read_dir(&d) {
+            for e in entries.flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    stack.push(e.path());
+                }
+            }
+        }
+        out.push(d);
+    }
+    out
+}
+
+fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Write `path` via a temporary file and rename, so readers see old or new, never half.
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    // `.tmp-<pid>-…`: the form sweep_temporaries recognises.
+    let tmp = path.with_file_name(format!(
+        ".tmp-{}-{}-{name}",
+        std::process::id(),
+        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    write_file(&tmp, bytes)?;
+    fs::rename(&tmp, path).map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        err!("writing {}: {e}", path.display())
+    })
+}
+
+fn process_alive(pid: i32) -> bool {
+    if pid <= 0 {
+        return false;
+    }
+    // SAFETY: kill with signal 0 only checks for the process; it takes no pointers.
+    let r = unsafe { libc::kill(pid, 0) };
+    r == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+}
+
+/// An exclusive `flock(2)` on a file, released on drop (and by the kernel if we die).
+#[derive(Debug)]
+pub struct FileLock {
+    _file: File,
+}
+
+impl FileLock {
+    /// Block until the lock on `path` is ours.
+    pub fn acquire(path: &Path) -> Result<FileLock> {
+        Ok(FileLock::lock(path, true)?.expect("a blocking lock is always taken"))
+    }
+
+    /// The lock on `path` if nobody holds it, else `None`.
+    pub fn try_acquire(path: &Path) -> Result<Option<FileLock>> {
+        FileLock::lock(path, false)
+    }
+
+    fn lock(path: &Path, wait: bool) -> Result<Option<FileLock>> {
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .with_context(|| format!("opening lock {}", path.display()))?;
+        let op = if wait {
+            libc::LOCK_EX
+        } else {
+            libc::LOCK_EX | libc::LOCK_NB
+        };
+        loop {
+            // SAFETY: flock on a descriptor we own, kept open for the lock's lifetime.
+            let r = unsafe { libc::flock(file.as_raw_fd(), op) };
+            if r == 0 {
+                return Ok(Some(FileLock { _file: file }));
+            }
+            let e = io::Error::last_os_error();
+            match e.kind() {
+                io::ErrorKind::Interrupted => {}
+                io::ErrorKind::WouldBlock => return Ok(None),
+                _ => return Err(err!("locking {}: {e}", path.display())),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct TempHome(PathBuf);
+    impl TempHome {
+        fn new(tag: &str) -> TempHome {
+            let p = std::env::temp_dir().join(format!(
+                "iii-store-{tag}-{}-{}",
+                std::process::id(),
+                TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+            ));
+            TempHome(p)
+        }
+    }
+    impl Drop for TempHome {
+        fn drop(&mut self) {
+            let _ = remove_tree(&self.0);
+        }
+    }
+
+    fn temps(store: &Store) -> Vec<String> {
+        fs::read_dir(store.root().join("blobs/sha256"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".tmp-"))
+            .collect()
+    }
+
+    #[test]
+    fn verified_blob_gets_its_name() {
+        let home = TempHome::new("blob");
+        let store = Store::open(&home.0).unwrap();
+        let data = b"layer bytes".repeat(1000);
+        let d = Digest::of(&data);
+        assert!(!store.has_blob(&d, data.len() as u64));
+        let mut tee = store.tee_blob(&data[..], &d, data.len() as u64).unwrap();
+        let mut first = [0u8; 10];
+        tee.read_exact(&mut first).unwrap();
+        let path = tee.commit().unwrap();
+        assert_eq!(fs::read(path).unwrap(), data);
+        assert!(store.has_blob(&d, data.len() as u64));
+        assert!(!store.has_blob(&d, 1), "size is part of the check");
+        assert!(temps(&store).is_empty());
+    }
+
+    #[test]
+    fn mismatched_blob_leaves_nothing() {
+        let home = TempHome::new("bad");
+        let store = Store::open(&home.0).unwrap();
+        let want = Digest::of(b"good");
+        let e = store.put_blob(&want, b"evil").unwrap_err().to_string();
+        assert!(e.contains(&want.to_string()), "{e}");
+        assert!(e.contains(&Digest::of(b"evil").to_string()), "{e}");
+        assert!(!store.blob_path(&want).exists());
+        assert!(temps(&store).is_empty());
+        // Abandoned half-way (the consumer failed): also nothing left.
+        let tee = store.tee_blob(&b"good"[..], &want, 4).unwrap();
+        drop(tee);
+        assert!(temps(&store).is_empty());
+    }
+
+    #[test]
+    fn sweeps_only_dead_temporaries() {
+        let home = TempHome::new("sweep");
+        let store = Store::open(&home.0).unwrap();
+        let dir = store.root().join("blobs/sha256");
+        // PID 0x7ffffffe is above any pid_max, so it cannot be running.
+        fs::write(dir.join(".tmp-2147483646-0-abc"), b"x").unwrap();
+        let live = format!(".tmp-{}-999-abc", std::process::id());
+        fs::write(dir.join(&live), b"x").unwrap();
+        // A staging dir whose lock is free (its pull died) goes; a locked one stays.
+        let (dead, busy) = (Digest::of(b"dead"), Digest::of(b"busy"));
+        let images = store.root().join("images/sha256");
+        fs::create_dir_all(images.join(format!(".tmp-{}/rootfs", dead.hex()))).unwrap();
+        fs::create_dir_all(images.join(format!(".tmp-{}/rootfs", busy.hex()))).unwrap();
+        let _held = store.lock_image(&busy).unwrap();
+        let stale_ref = store.root().join("refs/.tmp-2147483646-0-x.json");
+        fs::write(&stale_ref, b"{").unwrap();
+        store.sweep_temporaries();
+        assert_eq!(temps(&store), vec![live]);
+        assert!(!stale_ref.exists());
+        assert!(!images.join(format!(".tmp-{}", dead.hex())).exists());
+        assert!(images.join(format!(".tmp-{}", busy.hex())).exists());
+    }
+
+    #[test]
+    fn staged_image_installs_atomically_and_is_found_by_ref() {
+        let home = TempHome::new("img");
+        let store = Store::open(&home.0).unwrap();
+        let manifest = br#"{"layers":[]}"#;
+        let md = Digest::of(manifest);
+        let config = br#"{"config":{"Env":["A=1"],"Cmd":["/bin/sh"]}}"#;
+        let lock = store.lock_image(&md).unwrap();
+        // A leftover from a killed pull is replaced.
+        let leftover = store
+            .root()
+            .join(format!("images/sha256/.tmp-{}", md.hex()));
+        fs::create_dir_all(leftover.join("rootfs/junk")).unwrap();
+        let staging = store.stage(&md, &lock).unwrap();
+        assert!(!staging.rootfs().join("junk").exists());
+        fs::write(staging.rootfs().join("hello"), b"hi").unwrap();
+        assert!(store.installed(&md).unwrap().is_none());
+        let img = staging.commit(config, manifest).unwrap();
+        assert_eq!(img.manifest_digest, md.to_string());
+        assert_eq!(fs::read(img.rootfs.join("hello")).unwrap(), b"hi");
+        assert_eq!(img.config.env, ["A=1"]);
+        assert!(!leftover.exists());
+
+        assert!(store.lookup("localhost:5000/x:1").unwrap().is_none());
+        store.record_ref("localhost:5000/x:1", &md).unwrap();
+        let found = store.lookup("localhost:5000/x:1").unwrap().unwrap();
+        assert_eq!(found.rootfs, img.rootfs);
+        assert_eq!(found.config.cmd.unwrap(), ["/bin/sh"]);
+        assert!(store.lookup("localhost:5000/x:2").unwrap().is_none());
+    }
+
+    #[test]
+    fn dropped_staging_is_removed() {
+        let home = TempHome::new("drop");
+        let store = Store::open(&home.0).unwrap();
+        let md = Digest::of(b"m");
+        let lock = store.lock_image(&md).unwrap();
+        let staging = store.stage(&md, &lock).unwrap();
+        let ro = staging.rootfs().join("ro");
+        fs::create_dir(&ro).unwrap();
+        fs::write(ro.join("f"), b"x").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&ro, fs::Permissions::from_mode(0o555)).unwrap();
+        let dir = staging.rootfs().parent().unwrap().to_path_buf();
+        drop(staging);
+        assert!(!dir.exists());
+        assert!(store.installed(&md).unwrap().is_none());
+    }
+
+    #[test]
+    fn image_lock_excludes_other_holders() {
+        let home = TempHome::new("lock");
+        let store = Store::open(&home.0).unwrap();
+        let md = Digest::of(b"m");
+        let first = store.lock_image(&md).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let s2 = store.clone();
+        let md2 = md.clone();
+        let t = std::thread::spawn(move || {
+            let _second = s2.lock_image(&md2).unwrap();
+            tx.send(()).unwrap();
+        });
+        // flock locks belong to open file descriptions, so a second open in this process
+        // blocks exactly like another process would.
+        assert!(rx
+            .recv_timeout(std::time::Duration::from_millis(200))
+            .is_err());
+        drop(first);
+        rx.recv_timeout(std::time::Duration::from_secs(5)).unwrap();
+        t.join().unwrap();
+    }
+}

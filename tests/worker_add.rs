@@ -1,0 +1,229 @@
+//! `iii worker add` / `remove` end to end through the CLI: a real registry, images the test
+//! pushes, and the resulting config.yaml and store checked exactly.
+
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use support::image::*;
+use support::registry::{Auth, Registry};
+use support::TempDir;
+
+struct Project {
+    home: TempDir,
+    dir: TempDir,
+}
+
+impl Project {
+    fn new() -> Project {
+        Project {
+            home: TempDir::new("home"),
+            dir: TempDir::new("project"),
+        }
+    }
+    fn config(&self) -> std::path::PathBuf {
+        self.dir.path().join("config.yaml")
+    }
+    fn iii(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_iii"))
+            .arg("-c")
+            .arg(self.config())
+            .args(args)
+            .env("III_HOME", self.home.path())
+            .env_remove("III_CONFIG_PATH")
+            .output()
+            .expect("run iii")
+    }
+    fn read_config(&self) -> String {
+        std::fs::read_to_string(self.config()).unwrap_or_default()
+    }
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// busybox plus a worker manifest and an image ENV with system and worker variables.
+fn worker_image() -> Option<Image> {
+    let mut img = Image::new(
+        Format::Oci,
+        vec![
+            busybox_layer(Comp::Gzip)?,
+            Layer::new(
+                Comp::Gzip,
+                vec![
+                    dir("iii"),
+                    file(
+                        "iii/worker.yaml",
+                        b"resources:\n  cpus: 2\n  memory: 256Mi\n",
+                    ),
+                ],
+            ),
+        ],
+    );
+    img.run_config = serde_json::json!({
+        "Env": ["PATH=/bin", "HOME=/root", "LANG=C.UTF-8", "GREETING=hello world",
+                "VERSION=1.0", "III_URL=ws://localhost:49134"],
+        "Entrypoint": ["/bin/sh", "-c", "echo up; sleep 1000"],
+    });
+    Some(img)
+}
+
+fn blob_gets(reg: &Registry) -> usize {
+    reg.log()
+        .lines()
+        .filter(|l| l.contains("GET /v2/") && l.contains("/blobs/sha256:"))
+        .count()
+}
+
+#[test]
+fn add_writes_entry_and_prints_name_then_remove_restores() {
+    let Some(reg) = Registry::start(Auth::None) else {
+        return;
+    };
+    let Some(img) = worker_image() else { return };
+    img.push(&reg, "team/image-resize", Some("1.0.0"));
+    let p = Project::new();
+    let original = "# my project\nengine:\n  port: 49134   # default\n\nworkers: []\n";
+    std::fs::write(p.config(), original).unwrap();
+    let image = format!("{}/team/image-resize:1.0.0", reg.host);
+
+    let out = p.iii(&["worker", "add", &image]);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
+    assert_eq!(stdout(&out), "image-resize\n");
+    // Not a terminal: one plain line per layer on stderr.
+    assert!(
+        stderr(&out).lines().count() >= 2,
+        "progress lines: {}",
+        stderr(&out)
+    );
+    assert_eq!(
+        p.read_config(),
+        format!(
+            "# my project\nengine:\n  port: 49134   # default\n\nworkers:\n  - name: image-resize\n    image: {image}\n    config:\n      GREETING: hello world\n      VERSION: '1.0'\n      III_URL: ws://localhost:49134\n    resources:\n      cpus: 2\n      memory: 256Mi\n"
+        )
+    );
+
+    // A second add of the same image under another name downloads no blob.
+    let before = blob_gets(&reg);
+    assert!(before >= 3, "first add fetched the layers and config");
+    let out = p.iii(&["worker", "add", "--name", "second", &image]);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
+    assert_eq!(stdout(&out), "second\n");
+    assert_eq!(blob_gets(&reg), before, "second add fetched blobs again");
+
+    // Remove both: the file returns to its original bytes.
+    std::fs::create_dir_all(p.dir.path().join(".iii/workers/second/layer")).unwrap();
+    let out = p.iii(&["worker", "remove", "image-resize", "second"]);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
+    assert_eq!(stdout(&out), "image-resize\nsecond\n");
+    assert_eq!(p.read_config(), original);
+    assert!(!p.dir.path().join(".iii/workers/second").exists());
+    // Cached layers stay in the store.
+    let blobs = std::fs::read_dir(p.home.path().join("blobs/sha256"))
+        .unwrap()
+        .count();
+    assert!(blobs >= 3, "store kept {blobs} blobs");
+}
+
+#[test]
+fn name_clash_force_and_keep_data() {
+    let Some(reg) = Registry::start(Auth::None) else {
+        return;
+    };
+    let Some(img) = worker_image() else { return };
+    img.push(&reg, "w/echo", Some("1"));
+    img.push(&reg, "w/echo", Some("2"));
+    let p = Project::new();
+    let image1 = format!("{}/w/echo:1", reg.host);
+    assert_eq!(p.iii(&["worker", "add", &image1]).status.code(), Some(0));
+
+    // The user edits a value; a plain add of the same name is refused and changes nothing.
+    let edited = p
+        .read_config()
+        .replace("GREETING: hello world", "GREETING: bonjour");
+    std::fs::write(p.config(), &edited).unwrap();
+    let image2 = format!("{}/w/echo:2", reg.host);
+    let out = p.iii(&["worker", "add", &image2]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.starts_with("error: ") && err.contains("--force"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert_eq!(p.read_config(), edited);
+
+    // --force re-pulls, points at the new image and keeps the user's value.
+    let out = p.iii(&["worker", "add", "--force", &image2]);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
+    let text = p.read_config();
+    assert!(text.contains(&format!("image: {image2}")), "{text}");
+    assert!(text.contains("GREETING: bonjour"), "{text}");
+    assert_eq!(text.matches("- name: echo").count(), 1, "{text}");
+
+    // --keep-data keeps the writable layer and nothing else.
+    let state = p.dir.path().join(".iii/workers/echo");
+    std::fs::create_dir_all(state.join("layer/upper")).unwrap();
+    std::fs::write(state.join("state.json"), "{}").unwrap();
+    let out = p.iii(&["worker", "remove", "--keep-data", "echo"]);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
+    assert!(state.join("layer/upper").is_dir());
+    assert!(!state.join("state.json").exists());
+    assert!(p.read_config().contains("workers: []"));
+}
+
+#[test]
+fn bad_input_fails_cleanly_and_changes_nothing() {
+    let p = Project::new();
+    // iii-registry shorthand is not supported yet.
+    let out = p.iii(&["worker", "add", "image-resize"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("not supported"), "{}", stderr(&out));
+    assert!(!p.config().exists());
+
+    // A dead registry: one line naming the image, nothing written.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let image = format!("127.0.0.1:{port}/x/y:1");
+    let out = p.iii(&["worker", "add", &image]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.starts_with("error: ") && err.contains(&format!("127.0.0.1:{port}")),
+        "{err}"
+    );
+    assert!(!p.config().exists());
+    assert_no_partial_images(p.home.path());
+
+    // A malformed config.yaml is reported with line and column, before any pull.
+    let broken = "workers:\n  - name: a\n    image: x/y\n  bad: : yaml\n";
+    std::fs::write(p.config(), broken).unwrap();
+    let out = p.iii(&["worker", "add", &image]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("config.yaml:4:"), "{}", stderr(&out));
+    assert_eq!(p.read_config(), broken);
+
+    // Unknown worker on remove.
+    std::fs::write(p.config(), "workers: []\n").unwrap();
+    let out = p.iii(&["worker", "remove", "ghost"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("ghost"), "{}", stderr(&out));
+    assert_eq!(p.read_config(), "workers: []\n");
+}
+
+fn assert_no_partial_images(home: &Path) {
+    let images = home.join("images");
+    if let Ok(entries) = std::fs::read_dir(&images) {
+        for e in entries.flatten() {
+            let n = std::fs::read_dir(e.path()).map(|d| d.count()).unwrap_or(0);
+            assert_eq!(n, 0, "partial image left in {}", e.path().display());
+        }
+    }
+}
