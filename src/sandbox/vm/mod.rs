@@ -42,6 +42,13 @@ use vcpu::RunState;
 pub const MIN_MEMORY_MIB: u64 = 2;
 pub const MAX_DISKS: usize = 8;
 
+/// Whether this host can run the `vm` backend at all: `kvm_device` (normally `/dev/kvm`) opens
+/// read/write, speaks the KVM API and has every capability the VMM uses. For `sandbox: auto`;
+/// the error says why not, in one line.
+pub fn check_host(kvm_device: &std::path::Path) -> Result<()> {
+    builder::open_kvm(kvm_device).map(|_| ())
+}
+
 /// A virtio-blk disk backed by a host file.
 #[derive(Debug, Clone)]
 pub struct DiskConfig {
