@@ -95,7 +95,8 @@ impl VmConfig {
 pub enum VmExit {
     /// The guest wrote this code to the debug-exit port.
     Exited(u32),
-    /// The guest asked for a reset/reboot (i8042 pulse or triple-fault-free reboot request).
+    /// The guest asked for a reboot: the i8042 reset pulse (Linux `reboot=k`) or a KVM reset
+    /// system event. A triple fault is not this: it is reported as an error (a crash).
     Reset,
     /// Stopped from the host through a [`StopHandle`].
     Stopped,

@@ -163,6 +163,7 @@ fn vcpu_loop(vcpu: &mut VcpuFd, bus: &Bus, state: &RunState) -> Result<Option<Vm
                 ));
             }
             VcpuExit::SystemEvent { kind } => {
+                // KVM_SYSTEM_EVENT_SHUTDOWN (1) is a clean power-off, RESET (2) a reboot.
                 return match kind {
                     2 => Ok(Some(VmExit::Reset)),
                     1 => Ok(Some(VmExit::Exited(0))),
