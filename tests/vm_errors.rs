@@ -108,6 +108,20 @@ fn too_little_memory_and_bad_sizes() {
 }
 
 #[test]
+fn check_host_says_whether_kvm_is_usable() {
+    let missing = Path::new("/nonexistent/kvm");
+    assert_eq!(
+        iii::sandbox::vm::check_host(missing)
+            .unwrap_err()
+            .to_string(),
+        "/nonexistent/kvm not found: KVM is not available on this host"
+    );
+    if vm_support::kvm_unavailable().is_none() {
+        iii::sandbox::vm::check_host(Path::new("/dev/kvm")).unwrap();
+    }
+}
+
+#[test]
 fn no_kvm_device_or_not_a_kvm_device() {
     let dir = TempDir::new("vm-err-dev");
     let kernel = dir.path().join("k");
