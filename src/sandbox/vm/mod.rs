@@ -20,6 +20,7 @@ pub mod boot;
 pub mod builder;
 pub mod devices;
 pub mod ext2;
+pub mod initramfs;
 pub mod kvm;
 pub mod memory;
 pub mod sys;
