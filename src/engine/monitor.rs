@@ -138,8 +138,8 @@ impl Ready {
 struct Shared {
     live: Mutex<Live>,
     cv: Condvar,
-    /// Host PID of the sandbox root: signals go there and init forwards them to the worker.
-    pid: u32,
+    /// Delivers signals to the worker (through init, or the VMM for `vm`).
+    signal: sandbox::Signaller,
     stop_signal: i32,
 }
 
@@ -182,7 +182,7 @@ fn run(args: &Args, ready: &mut Ready) -> Result<()> {
         let (rd, wr) = pipe()?;
         let wr2 = wr.try_clone().context("duplicating the log pipe")?;
         let sb = backend::start(
-            backend_kind,
+            &backend_kind,
             &spec,
             sandbox::Stdio {
                 stdout: wr,
@@ -190,9 +190,9 @@ fn run(args: &Args, ready: &mut Ready) -> Result<()> {
             },
         )
         .with_context(|| format!("worker {}: starting sandbox", args.name))?;
-        Ok((sb, rd, image))
+        Ok((sb, rd, image, backend_kind.note))
     });
-    let (mut sb, log_read, image) = match started {
+    let (mut sb, log_read, image, sandbox_note) = match started {
         Ok(x) => x,
         Err(e) => {
             st.status = Status::Failed;
@@ -208,6 +208,7 @@ fn run(args: &Args, ready: &mut Ready) -> Result<()> {
     st.pid = Some(pid);
     st.started_at = Some(state::now_secs());
     st.sandbox = Some(sb.backend().as_str().to_string());
+    st.sandbox_note = sandbox_note;
     st.image_digest = Some(image.manifest_digest.clone());
     state::write(&dir, &st)?;
 
@@ -220,7 +221,7 @@ fn run(args: &Args, ready: &mut Ready) -> Result<()> {
             state: st.clone(),
         }),
         cv: Condvar::new(),
-        pid,
+        signal: sb.signaller(),
         stop_signal: image
             .stop_signal
             .as_deref()
@@ -305,7 +306,7 @@ fn prepare(
     project: &Project,
     dir: &Path,
     args: &Args,
-) -> Result<(SandboxSpec, ImageInfo, sandbox::Backend)> {
+) -> Result<(SandboxSpec, ImageInfo, backend::Choice)> {
     let name = &args.name;
     let config = Config::load(&project.config_path)?;
     let entry = config.worker(name).with_context(|| {
@@ -350,7 +351,7 @@ fn prepare(
         },
         engine_addr: SocketAddr::from(([127, 0, 0, 1], args.port)),
     };
-    Ok((spec, image, backend::choose(entry.sandbox)))
+    Ok((spec, image, backend::choose(entry.sandbox, &config.vm)))
 }
 
 fn pipe() -> Result<(OwnedFd, OwnedFd)> {
@@ -416,7 +417,7 @@ fn serve(stream: &std::os::unix::net::UnixStream, sh: &Shared) {
             }
         }
         Ok(Request::Stop { timeout_s, .. }) => stop(sh, Duration::from_secs(timeout_s)),
-        Ok(Request::Signal { signal }) => match send_signal(sh.pid, signal) {
+        Ok(Request::Signal { signal }) => match (sh.signal)(signal) {
             Ok(()) => Reply::ok(format!("sent signal {signal}")),
             Err(e) => Reply::fail(e.to_string()),
         },
@@ -437,7 +438,7 @@ fn stop(sh: &Shared, timeout: Duration) -> Reply {
     live.stop_requested = true;
     live.busy += 1;
     drop(live);
-    let _ = send_signal(sh.pid, sh.stop_signal);
+    let _ = (sh.signal)(sh.stop_signal);
     let mut killed = false;
     let deadline = Instant::now() + timeout;
     let mut live = sh.live.lock().unwrap_or_else(|p| p.into_inner());
@@ -446,7 +447,7 @@ fn stop(sh: &Shared, timeout: Duration) -> Reply {
         if now >= deadline {
             if !killed {
                 killed = true;
-                let _ = send_signal(sh.pid, libc::SIGKILL);
+                let _ = (sh.signal)(libc::SIGKILL);
             }
             live = sh
                 .cv
@@ -474,19 +475,6 @@ fn stop(sh: &Shared, timeout: Duration) -> Reply {
         already_stopped: false,
         killed,
     }
-}
-
-/// Signal the sandbox root; its init forwards the signal to the worker process, and SIGKILL
-/// takes the whole sandbox.
-fn send_signal(pid: u32, signal: i32) -> Result<()> {
-    // SAFETY: kill has no memory-safety preconditions.
-    if unsafe { libc::kill(pid as i32, signal) } != 0 {
-        return Err(crate::err!(
-            "sending signal {signal} to pid {pid}: {}",
-            std::io::Error::last_os_error()
-        ));
-    }
-    Ok(())
 }
 
 /// Drop the executable pages the start left mapped (config parsing, image lookup, sandbox

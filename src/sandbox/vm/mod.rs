@@ -23,6 +23,7 @@ pub mod ext2;
 pub mod initramfs;
 pub mod kvm;
 pub mod memory;
+pub mod sandbox;
 pub mod sys;
 pub mod vcpu;
 
