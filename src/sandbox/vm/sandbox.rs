@@ -141,6 +141,12 @@ pub fn start(spec: &SandboxSpec, stdio: Stdio, opts: &Options) -> Result<VmSandb
     }
     let wrap = |e: crate::Error| err!("worker {name}: {}", e.message());
     super::check_host(&opts.kvm_device).map_err(wrap)?;
+    if !opts.kernel.is_file() {
+        return Err(err!(
+            "worker {name}: vm: kernel {} not found or not a file",
+            opts.kernel.display()
+        ));
+    }
     let root_disk = ensure_root_disk(&spec.image_root).map_err(wrap)?;
     let layer_disk = ensure_layer_disk(&spec.worker_dir).map_err(wrap)?;
     let vm_dir = spec.worker_dir.join("vm");
