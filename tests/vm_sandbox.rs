@@ -4,12 +4,15 @@
 //! `kvm_pvm`, a static iii binary), a worker started, logged and stopped in a real VM.
 
 mod support;
+mod vm_support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use iii::protocol::{ExitStatus, Message};
 use iii::sandbox::vm::{initramfs, sandbox as vmsb};
+use iii::sandbox::{Backend, ProcessSpec, Sandbox, SandboxSpec, WorkerExit};
 use serde_json::Value;
 use support::image::{busybox_layer, Comp, Format, Image};
 use support::registry::{Auth, Registry};
@@ -431,4 +434,180 @@ fn linux_guest_runs_a_worker_with_logs_and_stop() {
     let out = p.iii(&["worker", "stop", "-t", "5", "w"], &env);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(p.row(&env)["status"], "stopped");
+}
+
+/// The protocol stand-in guest (`tests/guests/sandbox_init.c`), or why it cannot run here.
+fn protocol_guest(dir: &Path) -> Option<PathBuf> {
+    if let Some(why) = vm_support::kvm_unavailable() {
+        eprintln!("SKIP: {why}");
+        return None;
+    }
+    if !Path::new("/bin/busybox").exists() {
+        eprintln!(
+            "SKIP: /bin/busybox (busybox-static) stands in for a static iii in the initramfs"
+        );
+        return None;
+    }
+    Some(vm_support::build_guest("sandbox_init", dir))
+}
+
+/// A started VM sandbox running the stand-in guest, and the reader of its log pipe.
+fn start_protocol_sandbox(
+    dir: &Path,
+    name: &str,
+    args: &[&str],
+) -> (vmsb::VmSandbox, std::thread::JoinHandle<String>) {
+    let kernel = vm_support::build_guest("sandbox_init", dir);
+    let root = dir.join("rootfs");
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    std::fs::write(root.join("etc/hostname"), "x\n").unwrap();
+    let spec = SandboxSpec {
+        name: name.into(),
+        image_root: root,
+        worker_dir: dir.join(name),
+        process: ProcessSpec {
+            args: args.iter().map(|a| a.to_string()).collect(),
+            env: vec![("PATH".into(), "/bin".into())],
+            cwd: "/".into(),
+            user: Default::default(),
+        },
+        resources: iii::sandbox::Resources {
+            cpus: Some(1.0),
+            memory_bytes: Some(64 << 20),
+            pids: None,
+        },
+        network: iii::sandbox::Network::Isolated,
+        engine_addr: "127.0.0.1:1".parse().unwrap(),
+    };
+    let (rd, wr) = std::os::unix::net::UnixStream::pair().unwrap();
+    let stdio = iii::sandbox::Stdio {
+        stdout: std::os::fd::OwnedFd::from(wr.try_clone().unwrap()),
+        stderr: std::os::fd::OwnedFd::from(wr),
+    };
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut &rd, &mut s);
+        s
+    });
+    let mut opts = vmsb::Options::new(kernel);
+    opts.init_exe = Some(PathBuf::from("/bin/busybox"));
+    let sb = vmsb::start(&spec, stdio, &opts).unwrap();
+    (sb, reader)
+}
+
+/// Threads of this process whose name starts with `prefix` (VMM and channel threads are
+/// named after the worker).
+fn threads_named(prefix: &str) -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .flatten()
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.starts_with(prefix))
+        })
+        .count()
+}
+
+#[test]
+fn stand_in_guest_speaks_the_hosts_encoding() {
+    // The C guest hard-codes these: keep them equal to what the host decodes.
+    assert_eq!(
+        serde_json::to_string(&Message::Started { pid: 1 }).unwrap(),
+        r#"{"type":"started","pid":1}"#
+    );
+    assert_eq!(
+        serde_json::to_string(&Message::Exited(ExitStatus::Signal(15))).unwrap(),
+        r#"{"type":"exited","signal":15}"#
+    );
+    assert_eq!(
+        serde_json::to_string(&Message::Signal { signal: 15 }).unwrap(),
+        r#"{"type":"signal","signal":15}"#
+    );
+}
+
+#[test]
+fn vm_sandbox_start_signal_wait_over_the_console() {
+    let dir = TempDir::new("vm-proto-sig");
+    if protocol_guest(dir.path()).is_none() {
+        return;
+    }
+    let (mut sb, reader) = start_protocol_sandbox(dir.path(), "vp1", &["/bin/worker"]);
+    assert_eq!(sb.backend(), Backend::Vm);
+    assert_eq!(sb.pid(), std::process::id());
+    // The monitor's stop path: a signaller used from another thread.
+    let signaller = sb.signaller();
+    std::thread::spawn(move || signaller(libc::SIGTERM).unwrap())
+        .join()
+        .unwrap();
+    let exit = sb.wait().unwrap();
+    assert_eq!(
+        exit,
+        WorkerExit::Signal {
+            signal: libc::SIGTERM,
+            oom_killed: false
+        }
+    );
+    assert!(
+        sb.signal(libc::SIGTERM).is_err(),
+        "a finished sandbox refuses signals"
+    );
+    drop(sb);
+    let log = reader.join().unwrap();
+    assert!(log.contains("guest: booted\n"), "{log}");
+    assert!(log.contains("hello from the guest worker\n"), "{log}");
+    assert!(log.contains("guest: got signal 15\n"), "{log}");
+    assert_eq!(
+        threads_named("iii-vmm-vp1") + threads_named("iii-vm-vp1"),
+        0
+    );
+    // The disks: root cached beside the tree, layer in the worker's layer/.
+    assert!(dir.path().join("rootfs.ext2").is_file());
+    assert!(dir.path().join("vp1/layer/disk.ext2").is_file());
+    assert!(dir.path().join("vp1/vm/initramfs.cpio").is_file());
+}
+
+#[test]
+fn vm_sandbox_guest_ending_without_an_exit_is_a_sandbox_failure() {
+    let dir = TempDir::new("vm-proto-vanish");
+    if protocol_guest(dir.path()).is_none() {
+        return;
+    }
+    let (mut sb, reader) = start_protocol_sandbox(dir.path(), "vp2", &["vanish"]);
+    match sb.wait().unwrap() {
+        WorkerExit::SandboxFailed(m) => {
+            assert!(m.contains("vp2") && m.contains("without reporting"), "{m}")
+        }
+        other => panic!("expected a sandbox failure, got {other:?}"),
+    }
+    drop(sb);
+    assert!(reader
+        .join()
+        .unwrap()
+        .contains("hello from the guest worker"));
+}
+
+#[test]
+fn vm_sandbox_sigkill_and_drop_stop_the_vm() {
+    let dir = TempDir::new("vm-proto-kill");
+    if protocol_guest(dir.path()).is_none() {
+        return;
+    }
+    let (mut sb, reader) = start_protocol_sandbox(dir.path(), "vp3", &["/bin/worker"]);
+    sb.signal(libc::SIGKILL).unwrap();
+    assert_eq!(
+        sb.wait().unwrap(),
+        WorkerExit::Signal {
+            signal: libc::SIGKILL,
+            oom_killed: false
+        }
+    );
+    drop(sb);
+    reader.join().unwrap();
+    // Dropped while running: the VM is stopped and every thread joined.
+    let (sb, reader) = start_protocol_sandbox(dir.path(), "vp4", &["/bin/worker"]);
+    drop(sb);
+    reader.join().unwrap();
+    assert_eq!(
+        threads_named("iii-vmm-vp4") + threads_named("iii-vm-vp4"),
+        0
+    );
 }
