@@ -611,3 +611,52 @@ fn vm_sandbox_sigkill_and_drop_stop_the_vm() {
         0
     );
 }
+
+#[test]
+fn cli_start_logs_stop_of_a_vm_worker_with_the_stand_in_guest() {
+    let Some(p) = Project::new() else { return };
+    let Some(kernel) = protocol_guest(p.dir.path()) else {
+        return;
+    };
+    p.write_config("    sandbox: vm\n");
+    let env = [
+        ("III_KERNEL", kernel.to_str().unwrap()),
+        ("III_VM_INIT", "/bin/busybox"),
+    ];
+    let out = p.iii(&["worker", "start", "w"], &env);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let r = p.wait_status(&env, "running", 30);
+    assert_eq!(r["sandbox"], "vm", "{r}");
+    assert!(r.get("sandbox_note").is_none(), "{r}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let logs =
+            String::from_utf8_lossy(&p.iii(&["worker", "logs", "w"], &env).stdout).into_owned();
+        if logs.contains("hello from the guest worker") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "logs: {logs}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // stop reaches the guest as a protocol Signal (the VMM runs inside the monitor, so a
+    // kill of the sandbox PID would hit the monitor itself).
+    let monitor = p.monitor_pid().unwrap();
+    let out = p.iii(&["worker", "stop", "-t", "5", "w"], &env);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("killed"), "{}", stderr(&out));
+    assert_eq!(p.row(&env)["status"], "stopped");
+    let logs = String::from_utf8_lossy(&p.iii(&["worker", "logs", "w"], &env).stdout).into_owned();
+    assert!(logs.contains("guest: got signal 15"), "{logs}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Path::new(&format!("/proc/{monitor}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{monitor}/stat"))
+            .unwrap_or_default()
+            .contains(") Z")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "monitor {monitor} outlived its worker"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
