@@ -522,6 +522,9 @@ fn stand_in_guest_speaks_the_hosts_encoding() {
         serde_json::to_string(&Message::Signal { signal: 15 }).unwrap(),
         r#"{"type":"signal","signal":15}"#
     );
+    let mut ready = Vec::new();
+    iii::protocol::encode_window(&mut ready, 0, 0);
+    assert_eq!(ready, [0, 0, 0, 0, 5, 4, 0, 0, 0, 0, 0, 0, 0]);
 }
 
 #[test]

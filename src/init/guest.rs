@@ -13,6 +13,9 @@
 //!    hvc console `/dev/hvc0` (no multiport, so no `/dev/vport*`). It is put in raw mode and
 //!    relayed to a socketpair by a small child process, because the protocol's
 //!    [`crate::protocol::mux::Mux`] drives a Unix socket;
+//!    Once raw, init announces itself with a [`crate::protocol::FrameKind::Window`] frame of 0
+//!    credit on stream 0: the host sends `Start` only after it, since bytes that reached the
+//!    tty in its default (cooked, echoing) mode would come back to the host as garbage;
 //! 4. switches root (initramfs cannot `pivot_root`: move `/newroot` onto `/`, then chroot).
 //!
 //! When the init loop returns (worker exited, or the host closed the channel) init lets the
@@ -176,6 +179,11 @@ fn bring_up() -> Result<(UnixStream, libc::pid_t)> {
         .with_context(|| format!("opening {CONTROL_CONSOLE}"))?;
     make_raw(console.as_raw_fd())?;
     let (chan, relay) = spawn_relay(OwnedFd::from(console))?;
+    // Only now may the host send: bytes that reached hvc0 before raw mode would have been
+    // echoed back and line-edited.
+    let mut ready = Vec::new();
+    crate::protocol::encode_window(&mut ready, crate::protocol::SANDBOX_STREAM, 0);
+    io::Write::write_all(&mut &chan, &ready).context("announcing the guest on the channel")?;
 
     switch_root("/newroot")?;
     Ok((chan, relay))

@@ -1,6 +1,6 @@
 /* A stand-in for iii's init in a `vm` sandbox, for hosts that cannot boot Linux: speaks the
  * control protocol (src/protocol) over the virtio-console like init does.
- * Waits for the host's Start message, answers Started, writes the "worker's" output on the
+ * Announces itself (a Window frame of 0 credit on stream 0), waits for the host's Start message, answers Started, writes the "worker's" output on the
  * serial console (the worker's log), then waits for a Signal message and answers
  * Exited(signal N) before ending the guest. If the Start message contains "vanish", it ends
  * the guest right after Started without reporting an exit (a guest crash, as the host sees it).
@@ -87,6 +87,12 @@ ENTRY void _start(u64 cpu, u64 bp) {
     virtio_driver_ok(base);
     post_rx();
     puts("guest: booted\n");
+    /* init's announcement: a Window frame of 0 credit on stream 0 (console now raw). */
+    static const char ready[13] = {0, 0, 0, 0, 5, 4, 0, 0, 0, 0, 0, 0, 0};
+    memcpy(txbuf, ready, sizeof ready);
+    txq.desc[0] = (struct vq_desc){(u64)txbuf, sizeof ready, 0, 0};
+    vq_submit(&txq, 0);
+    vq_wait(&txq);
     for (;;) {
         next_message(msg, sizeof msg);
         if (contains(msg, "\"type\":\"start\"")) break;

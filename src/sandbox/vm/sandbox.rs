@@ -28,7 +28,10 @@ use std::time::{Duration, Instant};
 use mio::{Poll, Waker};
 
 use super::{ext2, initramfs, DiskConfig, StopHandle, Vm, VmConfig, VmExit};
-use crate::protocol::{ExitStatus, InitConfig, Message, ProcessConfig, Setup, SANDBOX_STREAM};
+use crate::protocol::{
+    encode_window, ExitStatus, InitConfig, Message, ProcessConfig, Setup, HEADER_LEN,
+    SANDBOX_STREAM,
+};
 use crate::sandbox::namespace::{self as ns, ControlHandle, HostState};
 use crate::sandbox::{Backend, Sandbox, SandboxSpec, Signaller, Stdio, WorkerExit};
 use crate::{err, Context, Result};
@@ -42,6 +45,8 @@ pub const LAYER_BYTES: u64 = 4 << 30;
 pub const LAYER_INODES: u64 = 65_536;
 /// Kernel command line: serial console (the worker's log), reset on reboot/panic (the VMM's
 /// end of the guest), iii as init from the initramfs.
+/// How long a guest may take from boot to init's announcement on the control channel.
+pub const BOOT_TIMEOUT: Duration = Duration::from_secs(60);
 pub const CMDLINE: &str = "console=ttyS0 reboot=k panic=-1 quiet rdinit=/init";
 
 /// Backend options beyond the [`SandboxSpec`].
@@ -215,6 +220,9 @@ pub fn start(spec: &SandboxSpec, stdio: Stdio, opts: &Options) -> Result<VmSandb
         engine_port,
         setup: Setup::Vm,
     };
+    if let Err(e) = await_guest_ready(&chan) {
+        return Err(abort(vmm, e));
+    }
     if let Err(e) = ns::send_message(&chan, &Message::Start(Box::new(cfg))) {
         return Err(abort(vmm, e));
     }
@@ -244,6 +252,33 @@ pub fn start(spec: &SandboxSpec, stdio: Stdio, opts: &Options) -> Result<VmSandb
         control: ControlHandle::new(tx, waker),
         exit: None,
     })
+}
+
+/// Wait for init's announcement (a `Window` frame of 0 credit on stream 0): the guest's
+/// console is in raw mode and `Start` may be sent.
+fn await_guest_ready(chan: &std::os::unix::net::UnixStream) -> Result<()> {
+    use std::io::Read;
+    chan.set_read_timeout(Some(BOOT_TIMEOUT)).ok();
+    let mut frame = [0u8; HEADER_LEN + 4];
+    let r = (&*chan).read_exact(&mut frame);
+    chan.set_read_timeout(None).ok();
+    match r {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            return Err(err!(
+                "the guest ended before its init started (see the worker's log)"
+            ))
+        }
+        Err(e) => return Err(err!("waiting for the guest's init to start: {e}")),
+    }
+    let mut expected = Vec::new();
+    encode_window(&mut expected, SANDBOX_STREAM, 0);
+    if frame[..] != expected[..] {
+        return Err(err!(
+            "the guest's control channel did not start with init's announcement"
+        ));
+    }
+    Ok(())
 }
 
 impl VmSandbox {
