@@ -6,9 +6,10 @@
 //! 1. mounts `/proc`, `/sys` and `/dev` (devtmpfs) of the initramfs, points stdin at
 //!    `/dev/null` and turns off output post-processing on the serial console (stdout/stderr,
 //!    which the host writes into the worker's log byte for byte: no `\n` → `\r\n`);
-//! 2. mounts the root disk `/dev/vda` (ext2, the image tree) read-only and the writable layer
-//!    `/dev/vdb` (ext2) read-write, and their overlay (`upper`/`work` on vdb) on `/newroot`,
-//!    with fresh `/proc`, read-only `/sys`, `/dev` (devtmpfs), `/dev/pts`, `/dev/shm`, `/tmp`;
+//! 2. finds the root disk (ext2 labelled [`ROOT_LABEL`], the image tree; normally `/dev/vda`)
+//!    and the writable layer ([`LAYER_LABEL`], normally `/dev/vdb`), mounts them read-only and
+//!    read-write, and their overlay (`upper`/`work` on the layer) on `/newroot`, with fresh
+//!    `/proc`, read-only `/sys`, `/dev` (devtmpfs), `/dev/pts`, `/dev/shm`, `/tmp`;
 //! 3. opens the control channel: the VMM has exactly one virtio-console, whose port 0 is the
 //!    hvc console `/dev/hvc0` (no multiport, so no `/dev/vport*`). It is put in raw mode and
 //!    relayed to a socketpair by a small child process, because the protocol's
@@ -31,10 +32,10 @@ use std::time::{Duration, Instant};
 
 use crate::{err, Context, Result};
 
-/// The guest's root disk (image tree, read-only) and writable layer, in the order the host
-/// attaches them.
-pub const ROOT_DISK: &str = "/dev/vda";
-pub const LAYER_DISK: &str = "/dev/vdb";
+/// ext2 volume labels of the guest's root disk (image tree, read-only) and writable layer:
+/// init finds its disks by label, not by probe order.
+pub const ROOT_LABEL: &str = "iii-root";
+pub const LAYER_LABEL: &str = "iii-layer";
 /// The control channel's console device in the guest.
 pub const CONTROL_CONSOLE: &str = "/dev/hvc0";
 
@@ -93,6 +94,66 @@ fn mount(
     Ok(())
 }
 
+/// The ext2/3/4 volume label of the filesystem on `dev` (superblock at byte 1024, label at
+/// byte 120 of it, 16 bytes NUL-padded), or `None` if it has none or cannot be read.
+pub fn ext_label(dev: &Path) -> Option<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(dev).ok()?;
+    let mut sb = [0u8; 136];
+    f.seek(SeekFrom::Start(1024)).ok()?;
+    f.read_exact(&mut sb).ok()?;
+    // s_magic at byte 56.
+    if sb[56..58] != [0x53, 0xef] {
+        return None;
+    }
+    let label = &sb[120..136];
+    let end = label.iter().position(|&b| b == 0).unwrap_or(label.len());
+    String::from_utf8(label[..end].to_vec()).ok()
+}
+
+/// The virtio-blk disk (`/dev/vdX`) whose filesystem carries `label`, waiting for virtio
+/// probing to finish.
+fn find_disk(label: &str) -> Result<String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(rd) = std::fs::read_dir("/sys/block") {
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if !name.starts_with("vd") {
+                    continue;
+                }
+                let dev = format!("/dev/{name}");
+                if ext_label(Path::new(&dev)).as_deref() == Some(label) {
+                    return Ok(dev);
+                }
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(err!("no disk labelled {label} appeared"));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Mount an ext2 disk with the ext4 driver (which gives the overlay's upper layer the xattrs
+/// it wants), or the ext2 driver where ext4 is not built in.
+fn mount_ext(dev: &str, target: &str, flags: libc::c_ulong) -> Result<()> {
+    mount(dev, target, "ext4", flags, None).or_else(|_| mount(dev, target, "ext2", flags, None))
+}
+
+/// Mount a filesystem the worker should have but can run without: a failure is logged.
+fn mount_optional(
+    source: &str,
+    target: &str,
+    fstype: &str,
+    flags: libc::c_ulong,
+    data: Option<&str>,
+) {
+    if let Err(e) = mount(source, target, fstype, flags, data) {
+        eprintln!("iii-init: warning: {e}");
+    }
+}
+
 /// Wait for a device node (virtio probing may still be running when init starts).
 fn wait_for(dev: &str) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -119,10 +180,10 @@ fn bring_up() -> Result<(UnixStream, libc::pid_t)> {
     unsafe { libc::dup2(null.as_raw_fd(), 0) };
     raw_output(1);
 
-    wait_for(ROOT_DISK)?;
-    wait_for(LAYER_DISK)?;
-    mount(ROOT_DISK, "/mnt/lower", "ext2", libc::MS_RDONLY, None)?;
-    mount(LAYER_DISK, "/mnt/rw", "ext2", 0, None)?;
+    let root_disk = find_disk(ROOT_LABEL)?;
+    let layer_disk = find_disk(LAYER_LABEL)?;
+    mount_ext(&root_disk, "/mnt/lower", libc::MS_RDONLY)?;
+    mount_ext(&layer_disk, "/mnt/rw", 0)?;
     for d in ["/mnt/rw/upper", "/mnt/rw/work"] {
         std::fs::create_dir_all(d).with_context(|| format!("creating {d}"))?;
     }
@@ -148,27 +209,27 @@ fn bring_up() -> Result<(UnixStream, libc::pid_t)> {
         libc::MS_NOSUID,
         None,
     )?;
-    mount(
+    mount_optional(
         "devpts",
         "/newroot/dev/pts",
         "devpts",
         libc::MS_NOSUID | libc::MS_NOEXEC,
         Some("newinstance,ptmxmode=0666,mode=0620"),
-    )?;
-    mount(
+    );
+    mount_optional(
         "shm",
         "/newroot/dev/shm",
         "tmpfs",
         NOSUID_NODEV_NOEXEC,
         Some("mode=1777"),
-    )?;
-    mount(
+    );
+    mount_optional(
         "tmpfs",
         "/newroot/tmp",
         "tmpfs",
         libc::MS_NOSUID | libc::MS_NODEV,
         Some("mode=1777"),
-    )?;
+    );
     std::fs::create_dir_all("/newroot/workspace").context("creating /workspace")?;
 
     wait_for(CONTROL_CONSOLE)?;
@@ -316,5 +377,24 @@ fn power_off() -> ! {
         // reboot only returns on error; PID 1 exiting panics the kernel, which also ends the
         // guest (`panic=-1`).
         libc::_exit(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn disks_are_told_apart_by_their_ext2_label() {
+        let dir = std::env::temp_dir().join(format!("iii-guest-label-{}", std::process::id()));
+        let tree = dir.join("tree");
+        std::fs::create_dir_all(&tree).unwrap();
+        let img = dir.join("disk.ext2");
+        crate::sandbox::vm::ext2::build_image(&tree, &img, LAYER_LABEL, 1 << 20, 16).unwrap();
+        let got = ext_label(&img);
+        let not_ext = ext_label(Path::new("/proc/self/exe"));
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(got.as_deref(), Some(LAYER_LABEL));
+        assert_eq!(not_ext, None);
     }
 }

@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 use mio::{Poll, Waker};
 
 use super::{ext2, initramfs, DiskConfig, StopHandle, Vm, VmConfig, VmExit};
+use crate::init::guest::{LAYER_LABEL, ROOT_LABEL};
 use crate::protocol::{
     encode_window, ExitStatus, InitConfig, Message, ProcessConfig, Setup, HEADER_LEN,
     SANDBOX_STREAM,
@@ -96,7 +97,7 @@ pub fn root_disk_path(image_root: &Path) -> PathBuf {
 pub fn ensure_root_disk(image_root: &Path) -> Result<PathBuf> {
     let disk = root_disk_path(image_root);
     if !disk.is_file() {
-        ext2::build_image(image_root, &disk, "iii-root", 0, 0)
+        ext2::build_image(image_root, &disk, ROOT_LABEL, 0, 0)
             .with_context(|| format!("building the root disk of {}", image_root.display()))?;
     }
     Ok(disk)
@@ -110,7 +111,7 @@ pub fn ensure_layer_disk(worker_dir: &Path) -> Result<PathBuf> {
     if !disk.is_file() {
         let empty = layer.join(format!(".empty-{}", std::process::id()));
         fs::create_dir_all(&empty).with_context(|| format!("creating {}", empty.display()))?;
-        let r = ext2::build_image(&empty, &disk, "iii-layer", LAYER_BYTES, LAYER_INODES);
+        let r = ext2::build_image(&empty, &disk, LAYER_LABEL, LAYER_BYTES, LAYER_INODES);
         let _ = fs::remove_dir(&empty);
         r.with_context(|| format!("creating the writable layer {}", disk.display()))?;
     }
