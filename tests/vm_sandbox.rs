@@ -173,6 +173,11 @@ fn root_disk_of_a_busybox_tree_is_built_once_and_reads_back() {
     assert!(!ls.contains("upper"), "a fresh layer is empty: {ls}");
 }
 
+/// The worker: greets, names its host, counts its runs in its writable layer, then idles.
+const WORKER: &str = "echo hello from $III_WORKER_NAME; echo host $(hostname); \
+    n=$(cat /count 2>/dev/null || echo 0); n=$((n+1)); echo $n > /count; echo run $n; \
+    while true; do sleep 1; done";
+
 /// A project with one busybox image pulled from a real registry.
 struct Project {
     dir: TempDir,
@@ -190,7 +195,7 @@ impl Project {
         img.run_config = serde_json::json!({
             "Env": ["PATH=/bin"],
             "Entrypoint": ["/bin/sh", "-c"],
-            "Cmd": ["echo hello from $III_WORKER_NAME; while true; do sleep 1; done"],
+            "Cmd": [WORKER],
         });
         img.push(&p.registry, "test/vm", Some("1"));
         let out = p.iii(&["worker", "add", "--name", "tmp", &p.image()], &[]);
@@ -370,6 +375,14 @@ fn auto_falls_back_to_namespace_and_list_says_why() {
     assert!(out.status.success(), "{}", stderr(&out));
 }
 
+/// The iii the guest runs as /init: `III_VM_INIT` (a static build of this tree), else the iii
+/// under test.
+fn guest_init() -> PathBuf {
+    std::env::var_os("III_VM_INIT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_iii")))
+}
+
 /// Why a Linux guest cannot boot here, if it cannot.
 fn linux_guest_unavailable() -> Option<(String, PathBuf)> {
     let Some(kernel) = std::env::var_os("III_TEST_KERNEL").map(PathBuf::from) else {
@@ -388,11 +401,14 @@ fn linux_guest_unavailable() -> Option<(String, PathBuf)> {
             kernel,
         ));
     }
-    if !initramfs::is_static_elf(Path::new(env!("CARGO_BIN_EXE_iii"))).unwrap_or(false) {
+    let init = guest_init();
+    if !initramfs::is_static_elf(&init).unwrap_or(false) {
         return Some((
-            "the iii under test is dynamically linked; the guest's /init must be static \
-             (cargo test --target x86_64-unknown-linux-musl)"
-                .into(),
+            format!(
+                "{} is dynamically linked; the guest's /init must be a static iii \
+                 (set III_VM_INIT to one, or cargo test --target x86_64-unknown-linux-musl)",
+                init.display()
+            ),
             kernel,
         ));
     }
@@ -408,32 +424,54 @@ fn linux_guest_runs_a_worker_with_logs_and_stop() {
     let kernel = std::env::var("III_TEST_KERNEL").unwrap();
     let Some(p) = Project::new() else { return };
     p.write_config("    sandbox: vm\n    resources: {cpus: 1, memory: 256Mi}\n");
-    let env = [("III_KERNEL", kernel.as_str())];
+    let init = guest_init();
+    let env = [
+        ("III_KERNEL", kernel.as_str()),
+        ("III_VM_INIT", init.to_str().unwrap()),
+    ];
     let out = p.iii(&["worker", "start", "w"], &env);
     assert!(out.status.success(), "{}", stderr(&out));
     let r = p.wait_status(&env, "running", 60);
     assert_eq!(r["sandbox"], "vm", "{r}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let out = p.iii(&["worker", "logs", "w"], &env);
-        let logs = String::from_utf8_lossy(&out.stdout).into_owned();
-        if logs.contains("hello from w\n") {
-            // The guest console adds no carriage returns.
-            assert!(!logs.contains("hello from w\r"), "{logs:?}");
-            break;
+    let wait_logs = |needle: &str| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let out = p.iii(&["worker", "logs", "w"], &env);
+            let logs = String::from_utf8_lossy(&out.stdout).into_owned();
+            if logs.contains(needle) {
+                return logs;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {needle:?} in the logs: {logs}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
         }
-        assert!(Instant::now() < deadline, "no greeting in the logs: {logs}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    // The writable layer persists in the worker's directory; the root disk is cached.
+    };
+    let logs = wait_logs("run 1\n");
+    assert!(logs.contains("hello from w\n"), "{logs}");
+    assert!(logs.contains("host w\n"), "{logs}");
+    // The guest console adds no carriage returns.
+    assert!(!logs.contains('\r'), "{logs:?}");
     assert!(p
         .dir
         .path()
         .join(".iii/workers/w/layer/disk.ext2")
         .is_file());
-    let out = p.iii(&["worker", "stop", "-t", "5", "w"], &env);
+    let out = p.iii(&["worker", "stop", "-t", "10", "w"], &env);
     assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        !stderr(&out).contains("killed"),
+        "stop reached the worker: {}",
+        stderr(&out)
+    );
     assert_eq!(p.row(&env)["status"], "stopped");
+    // The writable layer survives a restart.
+    let out = p.iii(&["worker", "start", "w"], &env);
+    assert!(out.status.success(), "{}", stderr(&out));
+    wait_logs("run 2\n");
+    let out = p.iii(&["worker", "stop", "-t", "10", "w"], &env);
+    assert!(out.status.success(), "{}", stderr(&out));
 }
 
 /// The protocol stand-in guest (`tests/guests/sandbox_init.c`), or why it cannot run here.
