@@ -495,7 +495,21 @@ fn start_protocol_sandbox(
     name: &str,
     args: &[&str],
 ) -> (vmsb::VmSandbox, std::thread::JoinHandle<String>) {
-    let kernel = vm_support::build_guest("sandbox_init", dir);
+    let (sb, reader) = try_start_guest("sandbox_init", dir, name, args);
+    (sb.unwrap(), reader)
+}
+
+/// Start a VM sandbox with `tests/guests/<guest>.c` as its kernel.
+fn try_start_guest(
+    guest: &str,
+    dir: &Path,
+    name: &str,
+    args: &[&str],
+) -> (
+    iii::Result<vmsb::VmSandbox>,
+    std::thread::JoinHandle<String>,
+) {
+    let kernel = vm_support::build_guest(guest, dir);
     let root = dir.join("rootfs");
     std::fs::create_dir_all(root.join("etc")).unwrap();
     std::fs::write(root.join("etc/hostname"), "x\n").unwrap();
@@ -529,8 +543,7 @@ fn start_protocol_sandbox(
     });
     let mut opts = vmsb::Options::new(kernel);
     opts.init_exe = Some(PathBuf::from("/bin/busybox"));
-    let sb = vmsb::start(&spec, stdio, &opts).unwrap();
-    (sb, reader)
+    (vmsb::start(&spec, stdio, &opts), reader)
 }
 
 /// Threads of this process whose name starts with `prefix` (VMM and channel threads are
@@ -700,4 +713,27 @@ fn cli_start_logs_stop_of_a_vm_worker_with_the_stand_in_guest() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+#[test]
+fn vm_sandbox_start_fails_cleanly_when_the_guest_is_not_iii_init() {
+    let dir = TempDir::new("vm-proto-notinit");
+    if protocol_guest(dir.path()).is_none() {
+        return;
+    }
+    // tests/guests/console.c greets with a text line instead of init's announcement.
+    let (r, reader) = try_start_guest("console", dir.path(), "vp5", &["/bin/worker"]);
+    let e = r.err().expect("start fails").to_string();
+    assert!(e.contains("vp5") && e.contains("announcement"), "{e}");
+    assert!(!e.contains('\n'));
+    reader.join().unwrap();
+    assert_eq!(threads_named("iii-vmm-vp5"), 0);
+    // A guest that ends at once (tests/guests/basic.c exits) is named as such.
+    let (r, reader) = try_start_guest("basic", dir.path(), "vp6", &["/bin/worker"]);
+    let e = r.err().expect("start fails").to_string();
+    assert!(
+        e.contains("vp6") && e.contains("ended before its init started"),
+        "{e}"
+    );
+    reader.join().unwrap();
 }
