@@ -490,11 +490,7 @@ fn protocol_guest(dir: &Path) -> Option<PathBuf> {
 }
 
 /// A started VM sandbox running the stand-in guest, and the reader of its log pipe.
-fn start_protocol_sandbox(
-    dir: &Path,
-    name: &str,
-    args: &[&str],
-) -> (vmsb::VmSandbox, std::thread::JoinHandle<String>) {
+fn start_protocol_sandbox(dir: &Path, name: &str, args: &[&str]) -> (vmsb::VmSandbox, LogReader) {
     let (sb, reader) = try_start_guest("sandbox_init", dir, name, args);
     (sb.unwrap(), reader)
 }
@@ -505,10 +501,17 @@ fn try_start_guest(
     dir: &Path,
     name: &str,
     args: &[&str],
-) -> (
-    iii::Result<vmsb::VmSandbox>,
-    std::thread::JoinHandle<String>,
-) {
+) -> (iii::Result<vmsb::VmSandbox>, LogReader) {
+    try_start_guest_with_engine(guest, dir, name, args, "127.0.0.1:1".parse().unwrap())
+}
+
+fn try_start_guest_with_engine(
+    guest: &str,
+    dir: &Path,
+    name: &str,
+    args: &[&str],
+    engine_addr: std::net::SocketAddr,
+) -> (iii::Result<vmsb::VmSandbox>, LogReader) {
     let kernel = vm_support::build_guest(guest, dir);
     let root = dir.join("rootfs");
     std::fs::create_dir_all(root.join("etc")).unwrap();
@@ -529,21 +532,59 @@ fn try_start_guest(
             pids: None,
         },
         network: iii::sandbox::Network::Isolated,
-        engine_addr: "127.0.0.1:1".parse().unwrap(),
+        engine_addr,
     };
     let (rd, wr) = std::os::unix::net::UnixStream::pair().unwrap();
     let stdio = iii::sandbox::Stdio {
         stdout: std::os::fd::OwnedFd::from(wr.try_clone().unwrap()),
         stderr: std::os::fd::OwnedFd::from(wr),
     };
-    let reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = std::io::Read::read_to_string(&mut &rd, &mut s);
-        s
-    });
+    let reader = LogReader::start(rd);
     let mut opts = vmsb::Options::new(kernel);
     opts.init_exe = Some(PathBuf::from("/bin/busybox"));
     (vmsb::start(&spec, stdio, &opts), reader)
+}
+
+/// The worker's output as the sandbox writes it, collected by a thread.
+struct LogReader {
+    buf: std::sync::Arc<std::sync::Mutex<String>>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl LogReader {
+    fn start(rd: std::os::unix::net::UnixStream) -> LogReader {
+        let buf = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let b = buf.clone();
+        let thread = std::thread::spawn(move || {
+            let mut chunk = [0u8; 4096];
+            while let Ok(n @ 1..) = std::io::Read::read(&mut &rd, &mut chunk) {
+                b.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&chunk[..n]));
+            }
+        });
+        LogReader { buf, thread }
+    }
+
+    /// Wait until the output contains `needle`.
+    fn wait_for(&self, needle: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !self.buf.lock().unwrap().contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "no {needle:?} in: {}",
+                self.buf.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// All of it, once the sandbox closed its end.
+    fn join(self) -> String {
+        self.thread.join().unwrap();
+        let s = self.buf.lock().unwrap().clone();
+        s
+    }
 }
 
 /// Threads of this process whose name starts with `prefix` (VMM and channel threads are
@@ -605,7 +646,7 @@ fn vm_sandbox_start_signal_wait_over_the_console() {
         "a finished sandbox refuses signals"
     );
     drop(sb);
-    let log = reader.join().unwrap();
+    let log = reader.join();
     assert!(log.contains("guest: booted\n"), "{log}");
     assert!(log.contains("hello from the guest worker\n"), "{log}");
     assert!(log.contains("guest: got signal 15\n"), "{log}");
@@ -633,10 +674,7 @@ fn vm_sandbox_guest_ending_without_an_exit_is_a_sandbox_failure() {
         other => panic!("expected a sandbox failure, got {other:?}"),
     }
     drop(sb);
-    assert!(reader
-        .join()
-        .unwrap()
-        .contains("hello from the guest worker"));
+    assert!(reader.join().contains("hello from the guest worker"));
 }
 
 #[test]
@@ -655,11 +693,11 @@ fn vm_sandbox_sigkill_and_drop_stop_the_vm() {
         }
     );
     drop(sb);
-    reader.join().unwrap();
+    reader.join();
     // Dropped while running: the VM is stopped and every thread joined.
     let (sb, reader) = start_protocol_sandbox(dir.path(), "vp4", &["/bin/worker"]);
     drop(sb);
-    reader.join().unwrap();
+    reader.join();
     assert_eq!(
         threads_named("iii-vmm-vp4") + threads_named("iii-vm-vp4"),
         0
@@ -726,7 +764,7 @@ fn vm_sandbox_start_fails_cleanly_when_the_guest_is_not_iii_init() {
     let e = r.err().expect("start fails").to_string();
     assert!(e.contains("vp5") && e.contains("announcement"), "{e}");
     assert!(!e.contains('\n'));
-    reader.join().unwrap();
+    reader.join();
     assert_eq!(threads_named("iii-vmm-vp5"), 0);
     // A guest that ends at once (tests/guests/basic.c exits) is named as such.
     let (r, reader) = try_start_guest("basic", dir.path(), "vp6", &["/bin/worker"]);
@@ -735,5 +773,41 @@ fn vm_sandbox_start_fails_cleanly_when_the_guest_is_not_iii_init() {
         e.contains("vp6") && e.contains("ended before its init started"),
         "{e}"
     );
-    reader.join().unwrap();
+    reader.join();
+}
+
+#[test]
+fn vm_sandbox_tunnels_the_engine_link_to_the_host_engine() {
+    let dir = TempDir::new("vm-proto-link");
+    if protocol_guest(dir.path()).is_none() {
+        return;
+    }
+    // The "engine": answers one line with its upper-cased echo.
+    let engine = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = engine.local_addr().unwrap();
+    let server = std::thread::spawn(move || {
+        use std::io::{BufRead, Write};
+        let (conn, _) = engine.accept().unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(&conn).read_line(&mut line).unwrap();
+        (&conn).write_all(line.to_uppercase().as_bytes()).unwrap();
+        line
+    });
+    let (r, reader) =
+        try_start_guest_with_engine("sandbox_init", dir.path(), "vp7", &["link"], addr);
+    let mut sb = r.unwrap();
+    assert_eq!(server.join().unwrap(), "ping\n");
+    // The guest logs the reply before it waits for a signal.
+    reader.wait_for("link: PING\n");
+    sb.signal(libc::SIGTERM).unwrap();
+    assert_eq!(
+        sb.wait().unwrap(),
+        WorkerExit::Signal {
+            signal: libc::SIGTERM,
+            oom_killed: false
+        }
+    );
+    drop(sb);
+    let log = reader.join();
+    assert!(log.contains("link: PING\n"), "{log}");
 }

@@ -3,7 +3,8 @@
  * Announces itself (a Window frame of 0 credit on stream 0), waits for the host's Start message, answers Started, writes the "worker's" output on the
  * serial console (the worker's log), then waits for a Signal message and answers
  * Exited(signal N) before ending the guest. If the Start message contains "vanish", it ends
- * the guest right after Started without reporting an exit (a guest crash, as the host sees it).
+ * the guest right after Started without reporting an exit (a guest crash, as the host sees it);
+ * if it contains "link", it opens an engine-link stream, sends "ping\n" and logs the reply.
  * Frames: stream u32 LE, kind u8 (1 = message), length u32 LE, JSON payload. */
 #include "virtio.h"
 
@@ -23,20 +24,21 @@ static void post_rx(void) {
     vq_submit(&rxq, 0);
 }
 
-static void send_message(const char *json, u32 n) {
-    u32 stream = 0;
+static void send_frame(u32 stream, u8 kind, const char *payload, u32 n) {
     memcpy(txbuf, &stream, 4);
-    txbuf[4] = 1;
+    txbuf[4] = (char)kind;
     memcpy(txbuf + 5, &n, 4);
-    memcpy(txbuf + 9, json, n);
+    memcpy(txbuf + 9, payload, n);
     txq.desc[0] = (struct vq_desc){(u64)txbuf, 9 + n, 0, 0};
     vq_submit(&txq, 0);
     vq_wait(&txq);
 }
 
-/* Block until a whole stream-0 message frame is buffered; copy its payload into `out` (NUL
- * terminated) and drop it from the buffer. Other frames are skipped. */
-static u32 next_message(char *out, u32 cap) {
+static void send_message(const char *json, u32 n) { send_frame(0, 1, json, n); }
+
+/* Block until a whole frame of `want_kind` on `want_stream` is buffered; copy its payload into
+ * `out` (NUL terminated) and drop it from the buffer. Other frames are skipped. */
+static u32 next_frame(u32 want_stream, u8 want_kind, char *out, u32 cap) {
     for (;;) {
         while (acc_len >= 9) {
             u32 stream, len;
@@ -46,7 +48,8 @@ static u32 next_message(char *out, u32 cap) {
             if (acc_len < 9 + len) break;
             u8 kind = (u8)acc[4];
             u32 n = 0;
-            if (stream == 0 && kind == 1) {
+            int match = stream == want_stream && kind == want_kind;
+            if (match) {
                 n = len < cap - 1 ? len : cap - 1;
                 memcpy(out, acc + 9, n);
                 out[n] = 0;
@@ -54,7 +57,7 @@ static u32 next_message(char *out, u32 cap) {
             u32 rest = acc_len - 9 - len;
             for (u32 i = 0; i < rest; i++) acc[i] = acc[9 + len + i];
             acc_len = rest;
-            if (stream == 0 && kind == 1) return n;
+            if (match) return n;
         }
         u32 got = vq_wait(&rxq);
         if (acc_len + got > sizeof acc) fail("receive buffer overflow", 21);
@@ -63,6 +66,8 @@ static u32 next_message(char *out, u32 cap) {
         post_rx();
     }
 }
+
+static u32 next_message(char *out, u32 cap) { return next_frame(0, 1, out, cap); }
 
 static int contains(const char *s, const char *w) {
     u32 n = slen(w);
@@ -101,6 +106,17 @@ ENTRY void _start(u64 cpu, u64 bp) {
     send_message(STARTED, slen(STARTED));
     puts("hello from the guest worker\n");
     if (vanish) guest_exit(3);
+    if (contains(msg, "link")) {
+        /* An engine-link connection, as init opens one for a worker: stream 1 (init's ids are
+         * odd), Open, then bytes both ways. */
+        static const char open[] = "{\"type\":\"open\",\"kind\":\"engine_link\"}";
+        send_frame(1, 1, open, slen(open));
+        send_frame(1, 2, "ping\n", 5);
+        static char data[256];
+        next_frame(1, 2, data, sizeof data);
+        puts("link: ");
+        puts(data);
+    }
     for (;;) {
         next_message(msg, sizeof msg);
         if (!contains(msg, "\"type\":\"signal\"")) continue;
