@@ -12,7 +12,7 @@
 //!    `/proc`, read-only `/sys`, `/dev` (devtmpfs), `/dev/pts`, `/dev/shm`, `/tmp`;
 //! 3. opens the control channel: the VMM has exactly one virtio-console, whose port 0 is the
 //!    hvc console `/dev/hvc0` (no multiport, so no `/dev/vport*`). It is put in raw mode and
-//!    relayed to a socketpair by a small child process, because the protocol's
+//!    relayed to a socketpair by a small child process (a poll loop), because the protocol's
 //!    [`crate::protocol::mux::Mux`] drives a Unix socket;
 //!    Once raw, init announces itself with a [`crate::protocol::FrameKind::Window`] frame of 0
 //!    credit on stream 0: the host sends `Start` only after it, since bytes that reached the
@@ -24,7 +24,7 @@
 
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
@@ -283,13 +283,14 @@ fn make_raw(fd: libc::c_int) -> Result<()> {
     Ok(())
 }
 
-/// Fork the relay: console ↔ socket, one thread per direction. It exits once the socket side
-/// closes (init is done), after draining what it wrote to the console. Returns init's end of
-/// the channel and the relay's PID.
+/// Fork the relay: console ↔ socket. It exits once the socket side closes (init is done),
+/// after draining what it wrote to the console. Returns init's end of the channel and the
+/// relay's PID.
 fn spawn_relay(console: OwnedFd) -> Result<(UnixStream, libc::pid_t)> {
     let (chan, sock) = UnixStream::pair().context("creating the relay socketpair")?;
-    // SAFETY: init is single-threaded here, so the child may run any code; it only copies
-    // bytes and ends with _exit.
+    // SAFETY: the child only closes fds and runs `relay`, which makes raw syscalls on a stack
+    // buffer (no allocation, no locks) and ends in _exit: sound even after a fork from a
+    // multi-threaded process (the unit tests).
     let pid = unsafe { libc::fork() };
     if pid < 0 {
         return Err(err!(
@@ -302,25 +303,93 @@ fn spawn_relay(console: OwnedFd) -> Result<(UnixStream, libc::pid_t)> {
     }
     // The relay must not hold init's end, or init closing it would never read as EOF here.
     drop(chan);
-    let cfd = console.as_raw_fd();
-    // SAFETY: dup of our own console fd, owned by the new File.
-    let console_in = unsafe { std::fs::File::from_raw_fd(libc::dup(cfd)) };
-    let sock_out = sock.try_clone();
-    let _ = std::thread::Builder::new()
-        .name("relay-in".into())
-        .spawn(move || {
-            if let Ok(mut s) = sock_out {
-                let mut c = console_in;
-                let _ = io::copy(&mut c, &mut s);
+    relay(console.as_raw_fd(), sock.as_raw_fd())
+}
+
+/// The relay's loop: whatever one side has goes to the other. Writes block, which is safe:
+/// both ends (init's and the host's channel multiplexers) always keep reading.
+fn relay(console: libc::c_int, sock: libc::c_int) -> ! {
+    let mut buf = [0u8; 16 << 10];
+    let mut fds = [
+        libc::pollfd {
+            fd: console,
+            events: libc::POLLIN,
+            revents: 0,
+        },
+        libc::pollfd {
+            fd: sock,
+            events: libc::POLLIN,
+            revents: 0,
+        },
+    ];
+    let ready = libc::POLLIN | libc::POLLHUP | libc::POLLERR;
+    loop {
+        // SAFETY: `fds` is a live array of two pollfds.
+        if unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) } < 0 {
+            if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                continue;
             }
-        });
-    let mut console_out = std::fs::File::from(console);
-    let mut s = sock;
-    let _ = io::copy(&mut s, &mut console_out);
-    // SAFETY: tcdrain and _exit on our own fd; nothing to unwind.
+            relay_exit(console, 1);
+        }
+        if fds[0].revents & ready != 0 {
+            match read_fd(console, &mut buf) {
+                Some(n) if n > 0 => {
+                    if !write_all_fd(sock, &buf[..n]) {
+                        relay_exit(console, 0);
+                    }
+                }
+                _ => relay_exit(console, 1),
+            }
+        }
+        if fds[1].revents & ready != 0 {
+            match read_fd(sock, &mut buf) {
+                Some(n) if n > 0 => {
+                    if !write_all_fd(console, &buf[..n]) {
+                        relay_exit(console, 1);
+                    }
+                }
+                // Init closed its end: it is done.
+                _ => relay_exit(console, 0),
+            }
+        }
+    }
+}
+
+/// read(2), retried on EINTR; `None` on error.
+fn read_fd(fd: libc::c_int, buf: &mut [u8]) -> Option<usize> {
+    loop {
+        // SAFETY: reading into a buffer we own, at most its length.
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr() as *mut libc::c_void, buf.len()) };
+        if n >= 0 {
+            return Some(n as usize);
+        }
+        if io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+            return None;
+        }
+    }
+}
+
+/// Write all of `data`, retrying on EINTR and short writes; false on error.
+fn write_all_fd(fd: libc::c_int, mut data: &[u8]) -> bool {
+    while !data.is_empty() {
+        // SAFETY: writing from a slice we own, at most its length.
+        let n = unsafe { libc::write(fd, data.as_ptr() as *const libc::c_void, data.len()) };
+        if n > 0 {
+            data = &data[n as usize..];
+        } else if n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+            continue;
+        } else {
+            return false;
+        }
+    }
+    true
+}
+
+fn relay_exit(console: libc::c_int, code: i32) -> ! {
+    // SAFETY: tcdrain on our own fd (what we wrote reaches the host), then _exit.
     unsafe {
-        libc::tcdrain(cfd);
-        libc::_exit(0)
+        libc::tcdrain(console);
+        libc::_exit(code)
     }
 }
 
@@ -383,6 +452,58 @@ fn power_off() -> ! {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{Read, Write};
+    use std::os::fd::FromRawFd;
+
+    /// A pty stands in for hvc0: raw mode and the relay carry every byte unchanged both ways
+    /// (no echo, no CR/LF translation, no ^C/^D handling), and the relay exits once init's
+    /// end closes.
+    #[test]
+    fn relay_carries_raw_bytes_both_ways_over_a_tty() {
+        let (mut master, slave) = {
+            let (mut m, mut s) = (0, 0);
+            // SAFETY: openpty fills the two ints; the name/termios/winsize pointers may be null.
+            let r = unsafe {
+                libc::openpty(
+                    &mut m,
+                    &mut s,
+                    std::ptr::null_mut(),
+                    std::ptr::null(),
+                    std::ptr::null(),
+                )
+            };
+            assert_eq!(r, 0, "openpty: {}", io::Error::last_os_error());
+            // SAFETY: both fds were just opened by openpty and are owned by nobody else.
+            unsafe { (std::fs::File::from_raw_fd(m), OwnedFd::from_raw_fd(s)) }
+        };
+        make_raw(slave.as_raw_fd()).unwrap();
+        let (mut chan, pid) = spawn_relay(slave).unwrap();
+        chan.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let bytes: Vec<u8> = (0..=255u8)
+            .chain(b"line\n\r\x03\x04\x7f".iter().copied())
+            .collect();
+        // Host → guest: what the master writes arrives on init's end unchanged.
+        master.write_all(&bytes).unwrap();
+        let mut got = vec![0u8; bytes.len()];
+        chan.read_exact(&mut got).unwrap();
+        assert_eq!(got, bytes);
+        // Guest → host.
+        chan.write_all(&bytes).unwrap();
+        let mut got = vec![0u8; bytes.len()];
+        master.read_exact(&mut got).unwrap();
+        assert_eq!(got, bytes);
+        // Init is done: the relay drains and exits 0.
+        drop(chan);
+        let mut status = 0;
+        // SAFETY: waiting for our own child with a local status word.
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        assert_eq!(r, pid);
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "{status:#x}"
+        );
+    }
 
     #[test]
     fn disks_are_told_apart_by_their_ext2_label() {
