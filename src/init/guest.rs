@@ -13,8 +13,7 @@
 //! 3. opens the control channel: the VMM has exactly one virtio-console, whose port 0 is the
 //!    hvc console `/dev/hvc0` (no multiport, so no `/dev/vport*`). It is put in raw mode and
 //!    relayed to a socketpair by a small child process (a poll loop), because the protocol's
-//!    [`crate::protocol::mux::Mux`] drives a Unix socket;
-//!    Once raw, init announces itself with a [`crate::protocol::FrameKind::Window`] frame of 0
+//!    [`crate::protocol::mux::Mux`] drives a Unix socket. Once raw, init announces itself with a [`crate::protocol::FrameKind::Window`] frame of 0
 //!    credit on stream 0: the host sends `Start` only after it, since bytes that reached the
 //!    tty in its default (cooked, echoing) mode would come back to the host as garbage;
 //! 4. switches root (initramfs cannot `pivot_root`: move `/newroot` onto `/`, then chroot).
@@ -48,12 +47,10 @@ pub fn is_guest_init() -> bool {
 pub fn run() -> ! {
     match bring_up() {
         Ok((chan, relay)) => {
-            let code = super::run_on(chan);
+            // The exit code is the host's to report: it has it from the channel.
+            let _code = super::run_on(chan);
             // The worker's exit went into the channel; let the relay write it to the console.
             wait_relay(relay, Duration::from_secs(5));
-            if code != 0 {
-                eprintln!("iii-init: exiting with status {code}");
-            }
         }
         Err(e) => eprintln!("iii-init: guest bring-up: {e}"),
     }
