@@ -73,7 +73,7 @@ fn linux_boots_to_init_and_reboots() {
         eprintln!("SKIP: {why}");
         return;
     }
-    if Path::new("/sys/module/kvm_pvm").exists() {
+    if iii::sandbox::vm::paravirtual_kvm() {
         eprintln!("SKIP: /dev/kvm is paravirtual KVM (kvm_pvm), which cannot boot an unmodified Linux kernel");
         return;
     }

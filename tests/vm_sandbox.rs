@@ -394,7 +394,7 @@ fn linux_guest_unavailable() -> Option<(String, PathBuf)> {
     if let Err(e) = iii::sandbox::vm::check_host(Path::new("/dev/kvm")) {
         return Some((e.to_string(), kernel));
     }
-    if Path::new("/sys/module/kvm_pvm").exists() {
+    if iii::sandbox::vm::paravirtual_kvm() {
         return Some((
             "/dev/kvm is paravirtual KVM (kvm_pvm), which cannot boot an unmodified Linux kernel"
                 .into(),

@@ -82,9 +82,15 @@ pub fn choose(choice: SandboxChoice, vm: &VmSettings) -> Choice {
         SandboxChoice::Auto => {
             let why_not = match &kernel {
                 None => Some("auto: no guest kernel (set III_KERNEL or vm.kernel)".to_string()),
-                Some(_) => crate::sandbox::vm::check_host(&kvm_device())
-                    .err()
-                    .map(|e| format!("auto: {}", e.message())),
+                Some(_) => match crate::sandbox::vm::check_host(&kvm_device()) {
+                    Err(e) => Some(format!("auto: {}", e.message())),
+                    Ok(()) if crate::sandbox::vm::paravirtual_kvm() => Some(
+                        "auto: /dev/kvm is paravirtual KVM (kvm_pvm), which cannot boot a stock \
+                         Linux kernel; set `sandbox: vm` to try anyway"
+                            .to_string(),
+                    ),
+                    Ok(()) => None,
+                },
             };
             match why_not {
                 None => Choice {

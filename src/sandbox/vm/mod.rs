@@ -51,6 +51,13 @@ pub fn check_host(kvm_device: &std::path::Path) -> Result<()> {
     builder::open_kvm(kvm_device).map(|_| ())
 }
 
+/// Whether this host's KVM is the nested paravirtual kind (`kvm_pvm`): it runs small guests of
+/// our own but an unmodified Linux kernel falls into instruction emulation and dies, so
+/// `sandbox: auto` must not pick `vm` there.
+pub fn paravirtual_kvm() -> bool {
+    std::path::Path::new("/sys/module/kvm_pvm").exists()
+}
+
 /// A virtio-blk disk backed by a host file.
 #[derive(Debug, Clone)]
 pub struct DiskConfig {
