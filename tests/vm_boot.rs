@@ -1,6 +1,10 @@
 //! The VMM runs freestanding test guests on real /dev/kvm: serial output, exit codes, crashes
 //! reported as errors, a hung guest stopped from the host, two vCPUs, boot_params.
 
+#[macro_use]
+#[path = "common/skip.rs"]
+mod skip;
+
 mod vm_support;
 
 use iii::sandbox::vm::{Vm, VmConfig, VmExit};

@@ -1,5 +1,9 @@
 //! Bad input to the VMM fails with one clear line naming what is wrong, before any guest runs.
 
+#[macro_use]
+#[path = "common/skip.rs"]
+mod skip;
+
 mod vm_support;
 
 use std::path::{Path, PathBuf};
@@ -148,7 +152,7 @@ fn no_permission_on_dev_kvm() {
     let mode = std::fs::metadata("/dev/kvm")
         .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()));
     if mode.map_or(true, |m| m & 0o006 != 0) {
-        eprintln!("SKIP: /dev/kvm is accessible to every user here");
+        skip!("/dev/kvm is accessible to every user here");
         return;
     }
     // Drop to `nobody` in one thread only: the raw syscall changes this thread's credentials

@@ -1,6 +1,10 @@
 //! iii's own ext2 writer: images of a varied tree pass `e2fsck -fn`, read back byte-exact with
 //! `debugfs`, and a guest on real /dev/kvm reads a file from one through virtio-blk.
 
+#[macro_use]
+#[path = "common/skip.rs"]
+mod skip;
+
 mod vm_support;
 
 use std::os::unix::fs::{symlink, PermissionsExt};
@@ -76,7 +80,7 @@ fn debugfs(image: &Path, cmd: &str) -> Vec<u8> {
 #[test]
 fn image_passes_fsck_and_reads_back() {
     if !have("e2fsck") || Command::new("debugfs").arg("-V").output().is_err() {
-        eprintln!("SKIP: e2fsprogs (e2fsck, debugfs) not installed");
+        skip!("e2fsprogs (e2fsck, debugfs) not installed");
         return;
     }
     let dir = TempDir::new("ext2-fsck");

@@ -3,6 +3,10 @@
 //! and, where a Linux guest can boot (`III_TEST_KERNEL` set, a KVM that is not the paravirtual
 //! `kvm_pvm`, a static iii binary), a worker started, logged and stopped in a real VM.
 
+#[macro_use]
+#[path = "common/skip.rs"]
+mod skip;
+
 mod support;
 mod vm_support;
 
@@ -43,7 +47,7 @@ fn read_cpio(a: &[u8]) -> Vec<(String, u32, Vec<u8>)> {
 fn initramfs_holds_a_static_init_and_the_bring_up_dirs() {
     let busybox = Path::new("/bin/busybox");
     if !busybox.exists() || !initramfs::is_static_elf(busybox).unwrap() {
-        eprintln!("SKIP: no static /bin/busybox (Debian busybox-static) to stand in for iii");
+        skip!("no static /bin/busybox (Debian busybox-static) to stand in for iii");
         return;
     }
     let dir = TempDir::new("vm-initramfs");
@@ -82,7 +86,7 @@ fn initramfs_holds_a_static_init_and_the_bring_up_dirs() {
             );
         }
     } else {
-        eprintln!("SKIP (part): cpio is not installed; checked with our own reader only");
+        skip!("(part) cpio is not installed; checked with our own reader only");
     }
 }
 
@@ -90,7 +94,7 @@ fn initramfs_holds_a_static_init_and_the_bring_up_dirs() {
 fn initramfs_refuses_a_dynamic_init() {
     let me = std::env::current_exe().unwrap();
     if initramfs::is_static_elf(&me).unwrap() {
-        eprintln!("SKIP: this test binary is static; no dynamic binary at hand");
+        skip!("this test binary is static; no dynamic binary at hand");
         return;
     }
     let dir = TempDir::new("vm-initramfs-dyn");
@@ -119,7 +123,7 @@ fn debugfs(image: &Path, cmd: &str) -> String {
 #[test]
 fn root_disk_of_a_busybox_tree_is_built_once_and_reads_back() {
     if !Path::new("/bin/busybox").exists() {
-        eprintln!("SKIP: /bin/busybox (busybox-static) is not installed");
+        skip!("/bin/busybox (busybox-static) is not installed");
         return;
     }
     let dir = TempDir::new("vm-rootdisk");
@@ -156,7 +160,7 @@ fn root_disk_of_a_busybox_tree_is_built_once_and_reads_back() {
     assert_eq!(names, vec![std::ffi::OsString::from("disk.ext2")]);
 
     if !have_tool("debugfs") {
-        eprintln!("SKIP (part): debugfs (e2fsprogs) is not installed; disks not read back");
+        skip!("(part) debugfs (e2fsprogs) is not installed; disks not read back");
         return;
     }
     assert_eq!(
@@ -356,7 +360,7 @@ fn auto_falls_back_to_namespace_and_list_says_why() {
 
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        eprintln!("SKIP (part): starting a namespace sandbox needs root");
+        skip!("(part) starting a namespace sandbox needs root");
         return;
     }
     p.write_config("    sandbox: auto\n");
@@ -418,7 +422,7 @@ fn linux_guest_unavailable() -> Option<(String, PathBuf)> {
 #[test]
 fn linux_guest_runs_a_worker_with_logs_and_stop() {
     if let Some((why, _)) = linux_guest_unavailable() {
-        eprintln!("SKIP: {why}");
+        skip!("{why}");
         return;
     }
     let kernel = std::env::var("III_TEST_KERNEL").unwrap();
@@ -477,13 +481,11 @@ fn linux_guest_runs_a_worker_with_logs_and_stop() {
 /// The protocol stand-in guest (`tests/guests/sandbox_init.c`), or why it cannot run here.
 fn protocol_guest(dir: &Path) -> Option<PathBuf> {
     if let Some(why) = vm_support::kvm_unavailable() {
-        eprintln!("SKIP: {why}");
+        skip!("{why}");
         return None;
     }
     if !Path::new("/bin/busybox").exists() {
-        eprintln!(
-            "SKIP: /bin/busybox (busybox-static) stands in for a static iii in the initramfs"
-        );
+        skip!("/bin/busybox (busybox-static) stands in for a static iii in the initramfs");
         return None;
     }
     Some(vm_support::build_guest("sandbox_init", dir))

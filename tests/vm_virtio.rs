@@ -2,6 +2,10 @@
 //! channel round-trips bytes with the host; virtio-blk reads an ext2 image built by
 //! `mke2fs -d` and writes sectors that persist in the backing file.
 
+#[macro_use]
+#[path = "common/skip.rs"]
+mod skip;
+
 mod vm_support;
 
 use std::io::{BufRead, BufReader, Write};
@@ -60,7 +64,7 @@ fn fnv1a(data: &[u8]) -> u64 {
 fn block_device_reads_an_ext2_image_and_writes_persist() {
     require_kvm!();
     if Command::new("mke2fs").arg("-V").output().is_err() {
-        eprintln!("SKIP: mke2fs (e2fsprogs) is not installed");
+        skip!("mke2fs (e2fsprogs) is not installed");
         return;
     }
     let dir = TempDir::new("vm-blk");
