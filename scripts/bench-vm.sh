@@ -4,7 +4,10 @@
 # Builds tests/guests/basic.c, then a small release-mode harness (in target/bench-vm) that
 # boots it N times and prints, per boot: VMM start -> first guest instruction (progress port
 # mark 1, the guest's first act), VMM start -> "init reached" (mark 2), and the VMM's RSS
-# beside the guest memory size (guest RAM is mapped lazily: RSS counts touched pages only).
+# beside the guest memory size (guest RAM is mapped lazily: RSS counts touched pages only),
+# and the cost of one port-I/O and one MMIO exit handled by the VMM.
+# Then images a directory tree (IMAGE_DIR, default /usr/share) with iii's ext2 writer, beside
+# `mke2fs -t ext2 -d` on the same tree as the anchor (page cache warm for both).
 # Anchor measured in the same run: fork+exec of a static binary (busybox true).
 #
 # Usage: scripts/bench-vm.sh [RUNS] [MEMORY_MIB]
@@ -53,6 +56,7 @@ fn main() {
     let runs: usize = args.next().unwrap().parse().unwrap();
     let mem: u64 = args.next().unwrap().parse().unwrap();
     let (mut first, mut init, mut build, mut rss) = (vec![], vec![], vec![], vec![]);
+    let (mut pio, mut mmio) = (vec![], vec![]);
     let base_rss = rss_kib();
     for _ in 0..runs {
         let mut cfg = VmConfig::new(kernel.clone().into());
@@ -67,15 +71,18 @@ fn main() {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let marks = progress.lock().unwrap().clone();
-            if let (Some(a), Some(b)) = (marks.iter().find(|m| m.0 == 1), marks.iter().find(|m| m.0 == 2)) {
-                first.push((a.1 - t0).as_secs_f64() * 1e3);
-                init.push((b.1 - t0).as_secs_f64() * 1e3);
+            let at = |n: u32| marks.iter().find(|m| m.0 == n).map(|m| m.1);
+            if let (Some(a), Some(b), Some(c), Some(d)) = (at(1), at(2), at(3), at(4)) {
+                first.push((a - t0).as_secs_f64() * 1e3);
+                init.push((b - t0).as_secs_f64() * 1e3);
+                pio.push((c - b).as_secs_f64() * 1e6 / 100000.0);
+                mmio.push((d - c).as_secs_f64() * 1e6 / 100000.0);
                 break;
             }
             assert!(Instant::now() < deadline, "guest did not reach init");
             std::thread::sleep(Duration::from_micros(200));
         }
-        rss.push(rss_kib() as f64);
+        rss.push(rss_kib() as f64); // sampled while the guest is still running (halted)
         stop.stop();
         runner.join().unwrap().expect("run");
         build.push(built.as_secs_f64() * 1e3);
@@ -92,10 +99,39 @@ fn main() {
     println!("VMM start -> first guest instruction:  {f:8.3} ms");
     println!("VMM start -> init reached:             {i:8.3} ms");
     println!("anchor: fork+exec busybox true:        {s:8.3} ms  (init reached = {:.1}x)", i / s);
+    println!("port-I/O exit to the VMM and back:     {:8.2} us", median(&mut pio));
+    println!("MMIO exit to the VMM and back:         {:8.2} us", median(&mut mmio));
+    if let Some(dir) = args.next() {
+        let img = std::path::PathBuf::from(args.next().unwrap());
+        let t = Instant::now();
+        iii::sandbox::vm::ext2::build_image(dir.as_ref(), &img, "bench", 0, 0).expect("ext2 image");
+        let ours = t.elapsed().as_secs_f64();
+        let size = std::fs::metadata(&img).unwrap().len();
+        let _ = std::fs::remove_file(&img);
+        let t = Instant::now();
+        let ok = std::process::Command::new("mke2fs")
+            .args(["-q", "-F", "-t", "ext2", "-b", "4096", "-i", "4096", "-d", &dir])
+            .arg(&img)
+            .arg(format!("{}k", size / 1024 + size / 1024 / 5))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        let theirs = t.elapsed().as_secs_f64();
+        let _ = std::fs::remove_file(&img);
+        println!("ext2 image of {dir} ({} MiB): iii {ours:.2} s", size >> 20);
+        if ok {
+            println!("anchor: mke2fs -t ext2 -d same tree:  {theirs:.2} s  (iii = {:.2}x)", ours / theirs);
+        }
+    }
     let r = median(&mut rss);
     println!("VMM RSS while guest runs: {:.1} MiB (process before first VM: {:.1} MiB), guest memory {mem} MiB", r / 1024.0, base_rss as f64 / 1024.0);
 }
 RS
 
 CARGO_TARGET_DIR="$B/target" cargo build --quiet --release --manifest-path "$B/Cargo.toml"
-"$B/target/release/bench-vm" "$B/basic.elf" "$RUNS" "$MEM"
+IMAGE_DIR=${IMAGE_DIR:-/usr/share}
+cat "$IMAGE_DIR" >/dev/null 2>&1 || true
+du -s "$IMAGE_DIR" >/dev/null 2>&1 || true  # warm the dentry cache for both imagers
+"$B/target/release/bench-vm" "$B/basic.elf" "$RUNS" "$MEM" "$IMAGE_DIR" "$B/image.ext2"

@@ -29,7 +29,7 @@ if [ ! -d "$WORK" ]; then
 fi
 cd "$WORK"
 
-make -s tinyconfig
+make -s ARCH=x86_64 tinyconfig
 on() { for o in "$@"; do scripts/config --enable "$o"; done; }
 off() { for o in "$@"; do scripts/config --disable "$o"; done; }
 on 64BIT SMP PRINTK BUG TTY MULTIUSER POSIX_TIMERS FUTEX EPOLL SIGNALFD TIMERFD EVENTFD SHMEM \
@@ -42,7 +42,7 @@ on 64BIT SMP PRINTK BUG TTY MULTIUSER POSIX_TIMERS FUTEX EPOLL SIGNALFD TIMERFD 
    EXT2_FS EXT4_FS EROFS_FS OVERLAY_FS \
    NAMESPACES UTS_NS IPC_NS PID_NS NET_NS CGROUPS SECCOMP
 off MODULES PCI ACPI SOUND DRM USB WLAN WIRELESS
-make -s olddefconfig
-make -s -j"$(nproc)" bzImage vmlinux
+make -s ARCH=x86_64 olddefconfig
+make -s ARCH=x86_64 -j"$(nproc)" bzImage vmlinux
 cp arch/x86/boot/bzImage vmlinux "$OUT/"
 echo "guest kernel: $OUT/bzImage ($(du -h "$OUT/bzImage" | cut -f1)), $OUT/vmlinux"

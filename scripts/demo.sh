@@ -26,7 +26,7 @@ log: {level: info}
 storage: {filesystem: {rootdirectory: $demo/registry-data}}
 http: {addr: 127.0.0.1:0}
 YML
-docker-registry serve "$demo/registry.yml" 2>"$demo/registry.log" &
+docker-registry serve "$demo/registry.yml" >"$demo/registry.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 100); do
     port=$(grep -o 'listening on 127.0.0.1:[0-9]*' "$demo/registry.log" | head -1 | cut -d: -f2 || true)

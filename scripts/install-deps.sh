@@ -10,8 +10,9 @@
 #   zstd             compresses the zstd-layer test images
 #   e2fsprogs        mke2fs -d: the ext2 disk images the virtio-blk tests read
 #   umoci, tar       anchors the unpack tests compare our extraction with (and util-linux setpriv)
+#   cpio             cross-checks the initramfs iii writes for VM guests
 set -euo pipefail
-pkgs=(docker-registry busybox-static apache2-utils openssl musl-tools gcc zstd e2fsprogs umoci tar util-linux)
+pkgs=(docker-registry busybox-static apache2-utils openssl musl-tools gcc zstd e2fsprogs umoci tar util-linux cpio)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

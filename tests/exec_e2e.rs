@@ -5,6 +5,10 @@
 //! The exhaustive exec behaviour is covered against a directly started sandbox (exec_pipe,
 //! exec_tty); this test proves the whole path, monitor included.
 
+#[macro_use]
+#[path = "common/skip.rs"]
+mod skip;
+
 mod support;
 
 use std::io::Write;
@@ -95,7 +99,7 @@ fn text(b: &[u8]) -> String {
 fn project() -> Option<Project> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        eprintln!("SKIP: the namespace sandbox needs root");
+        skip!("the namespace sandbox needs root");
         return None;
     }
     let registry = Registry::start(Auth::None)?;

@@ -1,6 +1,10 @@
 //! `iii worker exec` in pipe mode against a busybox worker: exit codes, byte-exact streams,
 //! `-e`/`-w`, timeouts, concurrency, Ctrl-C, and no processes left behind.
 
+#[macro_use]
+#[path = "common/skip.rs"]
+mod skip;
+
 mod exec_harness;
 
 use std::io::Read;
@@ -13,7 +17,7 @@ macro_rules! worker {
     () => {
         match skip_reason() {
             Some(why) => {
-                eprintln!("SKIP: {why}");
+                skip!("{why}");
                 return;
             }
             None => Worker::start(),
@@ -333,7 +337,7 @@ fn a_closed_local_stdout_ends_the_command() {
 #[test]
 fn execs_run_with_the_workers_identity_and_restrictions() {
     if let Some(why) = skip_reason() {
-        eprintln!("SKIP: {why}");
+        skip!("{why}");
         return;
     }
     for user in [

@@ -1,6 +1,10 @@
 //! `iii worker exec` in TTY mode: the CLI runs on a real pseudo-terminal opened by the test
 //! (its controlling terminal), the command gets a pty inside the worker.
 
+#[macro_use]
+#[path = "common/skip.rs"]
+mod skip;
+
 mod exec_harness;
 
 use std::io::{Read, Write};
@@ -16,7 +20,7 @@ macro_rules! worker {
     () => {
         match skip_reason() {
             Some(why) => {
-                eprintln!("SKIP: {why}");
+                skip!("{why}");
                 return;
             }
             None => Worker::start(),

@@ -2,6 +2,10 @@
 //! bytes, truncated bodies, dropped connections, 5xx; plus what a second or concurrent pull
 //! fetches (the fake counts requests).
 
+#[macro_use]
+#[path = "common/skip.rs"]
+mod skip;
+
 mod support;
 
 use std::collections::BTreeMap;

@@ -2,6 +2,10 @@
 //! images the tests build and push: every layer flavour, manifest kind and index, each
 //! checked file by file.
 
+#[macro_use]
+#[path = "common/skip.rs"]
+mod skip;
+
 mod support;
 
 use std::collections::BTreeMap;

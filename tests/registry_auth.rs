@@ -4,6 +4,10 @@
 //! Credentials come from the environment, which is process-wide: every test here holds
 //! ENV_LOCK while it sets variables and pulls, so they never see each other's values.
 
+#[macro_use]
+#[path = "common/skip.rs"]
+mod skip;
+
 mod support;
 
 use std::sync::Mutex;

@@ -4,6 +4,10 @@
 //!
 //! Proxy and certificate variables are process-wide: this file holds one test.
 
+#[macro_use]
+#[path = "common/skip.rs"]
+mod skip;
+
 mod support;
 
 use std::io::{BufRead, BufReader, Write};

@@ -4,6 +4,10 @@
 //!
 //! SSL_CERT_FILE is read once per process: this file holds the only test that sets it.
 
+#[macro_use]
+#[path = "common/skip.rs"]
+mod skip;
+
 mod support;
 
 use iii::oci::{pull, NoProgress, Store};

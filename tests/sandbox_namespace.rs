@@ -2,6 +2,10 @@
 //! init's duties, teardown and the engine link. Each test builds a busybox-static root
 //! filesystem of its own (no registry needed) and runs the real `iii` binary as init.
 
+#[macro_use]
+#[path = "common/skip.rs"]
+mod skip;
+
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
@@ -43,11 +47,11 @@ impl Drop for TempDir {
 fn can_run() -> bool {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        eprintln!("SKIP: the namespace backend needs root");
+        skip!("the namespace backend needs root");
         return false;
     }
     if !Path::new("/bin/busybox").exists() {
-        eprintln!("SKIP: /bin/busybox (busybox-static) is not installed");
+        skip!("/bin/busybox (busybox-static) is not installed");
         return false;
     }
     true
@@ -58,7 +62,7 @@ fn limits_available(res: &Resources) -> bool {
     match namespace::cgroup::Cgroup::probe(res) {
         Ok(()) => true,
         Err(e) => {
-            eprintln!("SKIP: resource limits unavailable here: {e}");
+            skip!("resource limits unavailable here: {e}");
             false
         }
     }
@@ -449,7 +453,7 @@ fn hardening_refuses_mount_kexec_and_namespaces() {
     assert!(err.contains("Read-only file system"), "{err}");
 
     let Some(probe) = build_probe(&dir.0) else {
-        eprintln!("SKIP (part): gcc -static unavailable, syscall probe not run");
+        skip!("(part) gcc -static unavailable, syscall probe not run");
         return;
     };
     fs::copy(&probe, image.join("bin/probe")).unwrap();

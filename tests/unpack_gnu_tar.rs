@@ -2,6 +2,10 @@
 //! long names, hard links, symlinks, special modes, a fifo and a sparse file, applied with
 //! `apply_layer` and compared entry by entry with what GNU tar itself extracts.
 
+#[macro_use]
+#[path = "common/skip.rs"]
+mod skip;
+
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
@@ -174,7 +178,7 @@ fn have_gnu_tar() -> bool {
         .output()
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("GNU tar"));
     if !ok {
-        eprintln!("SKIP: GNU tar is not installed");
+        skip!("GNU tar is not installed");
     }
     ok
 }

@@ -1,6 +1,10 @@
 //! Layer extraction semantics: each test builds layer tars in memory, applies them with
 //! `apply_layer` and checks the resulting tree entry by entry.
 
+#[macro_use]
+#[path = "common/skip.rs"]
+mod skip;
+
 use std::ffi::CString;
 use std::fs;
 use std::io::Write;
@@ -175,7 +179,7 @@ fn regular_files_dirs_modes_and_mtimes() {
 #[test]
 fn owners_when_privileged() {
     if !is_root() {
-        eprintln!("SKIP: owners need root");
+        skip!("owners need root");
         return;
     }
     let t = TempDir::new("owner");
@@ -240,7 +244,7 @@ fn unprivileged_skips_devices_and_chown() {
 #[test]
 fn device_nodes_when_privileged() {
     if !is_root() {
-        eprintln!("SKIP: device nodes need root");
+        skip!("device nodes need root");
         return;
     }
     let t = TempDir::new("dev");
@@ -396,8 +400,8 @@ fn pax_mtime_uid_and_xattrs() {
         )
     };
     if n < 0 {
-        eprintln!(
-            "SKIP xattr check: user xattrs unsupported here: {}",
+        skip!(
+            "(xattr check) user xattrs unsupported here: {}",
             std::io::Error::last_os_error()
         );
     } else {
@@ -711,7 +715,7 @@ fn unprivileged_read_only_directories() {
         .output()
         .is_err()
     {
-        eprintln!("SKIP: setpriv (util-linux) is not installed");
+        skip!("setpriv (util-linux) is not installed");
         return;
     }
     std::os::unix::fs::chown(&t.0, Some(65534), Some(65534)).unwrap();
@@ -752,7 +756,7 @@ fn rootless_read_only_dirs(base: &Path) {
         assert_eq!(mode(&r.join("implicit/parent")), 0o755);
         assert_eq!(mode(&r.join("implicit/parent/file")), 0o644);
     } else {
-        eprintln!("SKIP umask part: not run under umask 077");
+        skip!("(umask part) not run under umask 077");
     }
     let l1 = Layer::new()
         .dir("ro/", 0o555)

@@ -2,6 +2,10 @@
 //! become `.wh.` whiteouts, files turn into directories and back), and applying its layers
 //! in order with `apply_layer` must give the tree `umoci unpack` gives.
 
+#[macro_use]
+#[path = "common/skip.rs"]
+mod skip;
+
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -100,12 +104,12 @@ fn listing(root: &Path) -> Vec<String> {
 #[test]
 fn three_umoci_layers_match_umoci_unpack() {
     if Command::new("umoci").arg("--version").output().is_err() {
-        eprintln!("SKIP: umoci is not installed");
+        skip!("umoci is not installed");
         return;
     }
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        eprintln!("SKIP: umoci unpack without --rootless needs root");
+        skip!("umoci unpack without --rootless needs root");
         return;
     }
     let t = TempDir::new("image");

@@ -1,6 +1,10 @@
 //! The VMM runs freestanding test guests on real /dev/kvm: serial output, exit codes, crashes
 //! reported as errors, a hung guest stopped from the host, two vCPUs, boot_params.
 
+#[macro_use]
+#[path = "common/skip.rs"]
+mod skip;
+
 mod vm_support;
 
 use iii::sandbox::vm::{Vm, VmConfig, VmExit};
@@ -29,6 +33,18 @@ fn guest_prints_hello_and_exits_with_its_code() {
     assert_eq!(out.text(), "hello from the guest\ncmdline: hello\n");
     let marks: Vec<u32> = progress.lock().unwrap().iter().map(|m| m.0).collect();
     assert_eq!(marks, vec![1, 2]);
+}
+
+#[test]
+fn i8042_reset_pulse_ends_the_vm_as_a_reset() {
+    require_kvm!();
+    let dir = TempDir::new("vm-reset");
+    let kernel = build_guest("basic", dir.path());
+    let out = Capture::default();
+    let vm = Vm::build(config(kernel, "reset", &out)).unwrap();
+    let (r, fired) = run_with_watchdog(vm, 20);
+    assert!(!fired);
+    assert_eq!(r.unwrap(), VmExit::Reset);
 }
 
 #[test]
@@ -170,4 +186,24 @@ fn mp_table_describes_every_vcpu_and_the_ioapic() {
     // The other vCPUs halt; vCPU 0 reports.
     assert_eq!(r.unwrap(), VmExit::Exited(3), "serial: {}", out.text());
     assert_eq!(out.text(), "bsp 0 ioapic fec00000 cpus 3 ints 24\n");
+}
+
+#[test]
+fn secondary_vcpu_starts_through_init_sipi_like_linux_brings_up_aps() {
+    require_kvm!();
+    let dir = TempDir::new("vm-sipi");
+    // As a bzImage the other vCPUs wait for INIT/SIPI instead of entering the kernel.
+    let kernel = vm_support::build_bzimage_guest("basic", dir.path());
+    let out = Capture::default();
+    let mut cfg = config(kernel, "sipi", &out);
+    cfg.vcpus = 2;
+    let vm = Vm::build(cfg).unwrap();
+    assert_eq!(
+        vm.boot_setup().aps,
+        iii::sandbox::vm::boot::ApStart::WaitForSipi
+    );
+    let (r, fired) = run_with_watchdog(vm, 20);
+    assert!(!fired, "watchdog fired; serial: {}", out.text());
+    assert_eq!(r.unwrap(), VmExit::Exited(0), "serial: {}", out.text());
+    assert_eq!(out.text(), "A <- AP via SIPI\n");
 }

@@ -1,5 +1,9 @@
 //! Bad input to the VMM fails with one clear line naming what is wrong, before any guest runs.
 
+#[macro_use]
+#[path = "common/skip.rs"]
+mod skip;
+
 mod vm_support;
 
 use std::path::{Path, PathBuf};
@@ -108,6 +112,20 @@ fn too_little_memory_and_bad_sizes() {
 }
 
 #[test]
+fn check_host_says_whether_kvm_is_usable() {
+    let missing = Path::new("/nonexistent/kvm");
+    assert_eq!(
+        iii::sandbox::vm::check_host(missing)
+            .unwrap_err()
+            .to_string(),
+        "/nonexistent/kvm not found: KVM is not available on this host"
+    );
+    if vm_support::kvm_unavailable().is_none() {
+        iii::sandbox::vm::check_host(Path::new("/dev/kvm")).unwrap();
+    }
+}
+
+#[test]
 fn no_kvm_device_or_not_a_kvm_device() {
     let dir = TempDir::new("vm-err-dev");
     let kernel = dir.path().join("k");
@@ -134,7 +152,7 @@ fn no_permission_on_dev_kvm() {
     let mode = std::fs::metadata("/dev/kvm")
         .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()));
     if mode.map_or(true, |m| m & 0o006 != 0) {
-        eprintln!("SKIP: /dev/kvm is accessible to every user here");
+        skip!("/dev/kvm is accessible to every user here");
         return;
     }
     // Drop to `nobody` in one thread only: the raw syscall changes this thread's credentials

@@ -3,6 +3,10 @@
 //! progress port and the virtio-console, then reboots. Skipped where it cannot run: no kernel
 //! given, or a KVM that cannot boot an unmodified Linux (nested paravirtual KVM, `kvm_pvm`).
 
+#[macro_use]
+#[path = "common/skip.rs"]
+mod skip;
+
 mod vm_support;
 
 use std::io::{BufRead, BufReader};
@@ -64,17 +68,17 @@ fn initramfs(init: &Path, out: &Path) {
 #[test]
 fn linux_boots_to_init_and_reboots() {
     let Some(kernel) = std::env::var_os("III_TEST_KERNEL").map(PathBuf::from) else {
-        eprintln!(
-            "SKIP: III_TEST_KERNEL is not set (build one with scripts/build-guest-kernel.sh)"
-        );
+        skip!("III_TEST_KERNEL is not set (build one with scripts/build-guest-kernel.sh)");
         return;
     };
     if let Some(why) = vm_support::kvm_unavailable() {
-        eprintln!("SKIP: {why}");
+        skip!("{why}");
         return;
     }
-    if Path::new("/sys/module/kvm_pvm").exists() {
-        eprintln!("SKIP: /dev/kvm is paravirtual KVM (kvm_pvm), which cannot boot an unmodified Linux kernel");
+    if iii::sandbox::vm::paravirtual_kvm() {
+        skip!(
+            "/dev/kvm is paravirtual KVM (kvm_pvm), which cannot boot an unmodified Linux kernel"
+        );
         return;
     }
     let dir = TempDir::new("vm-linux");

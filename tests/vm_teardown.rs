@@ -2,6 +2,10 @@
 //! half-way), this process has the same fds and threads as before, and no guest-memory or
 //! vCPU mapping remains. Its own test binary, so no other test's threads skew the counts.
 
+#[macro_use]
+#[path = "common/skip.rs"]
+mod skip;
+
 mod vm_support;
 
 use std::io::{BufRead, BufReader, Write};

@@ -2,6 +2,10 @@
 //! channel round-trips bytes with the host; virtio-blk reads an ext2 image built by
 //! `mke2fs -d` and writes sectors that persist in the backing file.
 
+#[macro_use]
+#[path = "common/skip.rs"]
+mod skip;
+
 mod vm_support;
 
 use std::io::{BufRead, BufReader, Write};
@@ -60,7 +64,7 @@ fn fnv1a(data: &[u8]) -> u64 {
 fn block_device_reads_an_ext2_image_and_writes_persist() {
     require_kvm!();
     if Command::new("mke2fs").arg("-V").output().is_err() {
-        eprintln!("SKIP: mke2fs (e2fsprogs) is not installed");
+        skip!("mke2fs (e2fsprogs) is not installed");
         return;
     }
     let dir = TempDir::new("vm-blk");
@@ -185,4 +189,56 @@ fn virtio_interrupt_reaches_the_guest_through_irqfd_and_ioapic() {
     let mut line = String::new();
     BufReader::new(stream).read_line(&mut line).unwrap();
     assert_eq!(line, "interrupt-driven hello\n");
+}
+
+#[test]
+fn hostile_driver_gets_needs_reset_and_the_vmm_survives() {
+    require_kvm!();
+    let dir = TempDir::new("vm-hostile");
+    let image = dir.path().join("disk.img");
+    std::fs::write(&image, vec![7u8; 64 * 1024]).unwrap();
+    let mut cfg = VmConfig::new(build_guest("hostile", dir.path()));
+    cfg.memory_mib = 16;
+    cfg.disks = vec![DiskConfig {
+        path: image.clone(),
+        read_only: false,
+    }];
+    let out = Capture::default();
+    cfg.serial_out = Box::new(out.clone());
+    let mut vm = Vm::build(cfg).unwrap();
+    let stream = vm.take_control_stream().unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let (r, fired) = run_with_watchdog(vm, 30);
+    assert!(!fired, "watchdog fired; serial: {}", out.text());
+    assert_eq!(r.unwrap(), VmExit::Exited(0), "serial: {}", out.text());
+    assert_eq!(out.text(), "hostile done\n");
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line).unwrap();
+    assert_eq!(line, "recovered after a reset\n");
+    assert_eq!(std::fs::read(&image).unwrap(), vec![7u8; 64 * 1024]);
+}
+
+#[test]
+fn host_that_never_reads_cannot_wedge_teardown() {
+    require_kvm!();
+    let dir = TempDir::new("vm-flood");
+    let mut cfg = VmConfig::new(build_guest("console", dir.path()));
+    cfg.memory_mib = 16;
+    cfg.cmdline = "flood".into();
+    let out = Capture::default();
+    cfg.serial_out = Box::new(out.clone());
+    let mut vm = Vm::build(cfg).unwrap();
+    let _stream = vm.take_control_stream().unwrap(); // held open, never read
+    let started = std::time::Instant::now();
+    let (r, fired) = run_with_watchdog(vm, 1);
+    assert!(fired);
+    assert_eq!(r.unwrap(), VmExit::Stopped);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(out.text(), "virtio-console at d0000000\nflooding\n");
 }

@@ -1,6 +1,10 @@
 //! `iii worker add` / `remove` end to end through the CLI: a real registry, images the test
 //! pushes, and the resulting config.yaml and store checked exactly.
 
+#[macro_use]
+#[path = "common/skip.rs"]
+mod skip;
+
 mod support;
 
 use std::path::Path;

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use crate::config::SandboxChoice;
+use crate::config::{SandboxChoice, VmSettings};
 use crate::sandbox::{Backend, Sandbox, SandboxSpec, Stdio};
 use crate::Result;
 
@@ -36,25 +36,103 @@ pub fn lookup_image(image: &str) -> Result<Option<ImageInfo>> {
     }))
 }
 
-/// The backend `sandbox:` asks for on this host.
-pub fn choose(choice: SandboxChoice) -> Backend {
-    match choice {
-        SandboxChoice::Vm => Backend::Vm,
-        // `auto` picks `vm` only when it can boot a guest; until the vm backend lands that is
-        // never, so `auto` means `namespace`.
-        SandboxChoice::Auto | SandboxChoice::Namespace => Backend::Namespace,
+/// The backend a worker runs in, and why `auto` chose it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Choice {
+    pub backend: Backend,
+    /// The guest kernel (`vm` only): `III_KERNEL`, else `vm.kernel` in config.yaml.
+    pub kernel: Option<PathBuf>,
+    /// Why `auto` fell back to `namespace` (for `list --json`), one short line.
+    pub note: Option<String>,
+}
+
+/// The guest kernel configured for the `vm` backend: `III_KERNEL` (when non-empty) overrides
+/// `vm.kernel`.
+pub fn configured_kernel(vm: &VmSettings) -> Option<PathBuf> {
+    match std::env::var_os("III_KERNEL") {
+        Some(k) if !k.is_empty() => Some(PathBuf::from(k)),
+        _ => vm.kernel.clone(),
     }
 }
 
-/// Start the sandbox with `backend`. Must be called from the thread that then waits on it:
+/// The KVM device: `/dev/kvm`, or `III_KVM_DEVICE` (to point iii at another device node).
+pub fn kvm_device() -> PathBuf {
+    match std::env::var_os("III_KVM_DEVICE") {
+        Some(d) if !d.is_empty() => PathBuf::from(d),
+        _ => PathBuf::from("/dev/kvm"),
+    }
+}
+
+/// The backend `sandbox:` asks for on this host: `auto` picks `vm` only when a guest kernel is
+/// configured and the KVM device passes [`crate::sandbox::vm::check_host`], else `namespace`
+/// (saying why in [`Choice::note`]).
+pub fn choose(choice: SandboxChoice, vm: &VmSettings) -> Choice {
+    let kernel = configured_kernel(vm);
+    match choice {
+        SandboxChoice::Namespace => Choice {
+            backend: Backend::Namespace,
+            kernel: None,
+            note: None,
+        },
+        SandboxChoice::Vm => Choice {
+            backend: Backend::Vm,
+            kernel,
+            note: None,
+        },
+        SandboxChoice::Auto => {
+            let why_not = match &kernel {
+                None => Some("auto: no guest kernel (set III_KERNEL or vm.kernel)".to_string()),
+                Some(_) => match crate::sandbox::vm::check_host(&kvm_device()) {
+                    Err(e) => Some(format!("auto: {}", e.message())),
+                    Ok(()) if crate::sandbox::vm::paravirtual_kvm() => Some(
+                        "auto: /dev/kvm is paravirtual KVM (kvm_pvm), which cannot boot a stock \
+                         Linux kernel; set `sandbox: vm` to try anyway"
+                            .to_string(),
+                    ),
+                    Ok(()) => None,
+                },
+            };
+            match why_not {
+                None => Choice {
+                    backend: Backend::Vm,
+                    kernel,
+                    note: None,
+                },
+                Some(note) => Choice {
+                    backend: Backend::Namespace,
+                    kernel: None,
+                    note: Some(note),
+                },
+            }
+        }
+    }
+}
+
+/// Start the sandbox `choice` names. Must be called from the thread that then waits on it:
 /// the sandbox is torn down when that thread exits.
-pub fn start(backend: Backend, spec: &SandboxSpec, stdio: Stdio) -> Result<Box<dyn Sandbox>> {
-    match backend {
+pub fn start(choice: &Choice, spec: &SandboxSpec, stdio: Stdio) -> Result<Box<dyn Sandbox>> {
+    match choice.backend {
         Backend::Namespace => Ok(Box::new(crate::sandbox::namespace::start(spec, stdio)?)),
-        Backend::Vm => Err(crate::err!(
-            "the vm sandbox backend cannot run workers yet in this version of iii; \
-             use `sandbox: namespace`"
-        )),
+        Backend::Vm => {
+            let kernel = choice.kernel.clone().ok_or_else(|| {
+                crate::err!(
+                    "sandbox: vm needs a guest kernel: set III_KERNEL or vm.kernel in config.yaml"
+                )
+            })?;
+            let device = kvm_device();
+            crate::sandbox::vm::check_host(&device)
+                .map_err(|e| crate::err!("sandbox: vm: {}", e.message()))?;
+            let mut opts = crate::sandbox::vm::sandbox::Options::new(kernel);
+            opts.kvm_device = device;
+            // The guest's /init must be a static iii; a dynamically linked build (a debug
+            // build on glibc) can name a static one here.
+            opts.init_exe = std::env::var_os("III_VM_INIT")
+                .filter(|p| !p.is_empty())
+                .map(PathBuf::from);
+            Ok(Box::new(crate::sandbox::vm::sandbox::start(
+                spec, stdio, &opts,
+            )?))
+        }
     }
 }
 
@@ -97,5 +175,31 @@ mod tests {
         assert_eq!(parse_signal("SIGRTMIN+3"), Some(libc::SIGRTMIN() + 3));
         assert_eq!(parse_signal("SIGBOGUS"), None);
         assert_eq!(parse_signal("0"), None);
+    }
+
+    #[test]
+    fn explicit_choices_are_kept_and_auto_needs_a_kernel() {
+        // III_KERNEL is not set in unit tests (the vm tests set it only on child processes).
+        if std::env::var_os("III_KERNEL").is_some() {
+            eprintln!("SKIP: III_KERNEL is set in this environment");
+            return;
+        }
+        let none = VmSettings::default();
+        assert_eq!(
+            choose(SandboxChoice::Namespace, &none).backend,
+            Backend::Namespace
+        );
+        let vm = choose(SandboxChoice::Vm, &none);
+        assert_eq!((vm.backend, vm.kernel), (Backend::Vm, None));
+        let auto = choose(SandboxChoice::Auto, &none);
+        assert_eq!(auto.backend, Backend::Namespace);
+        assert!(auto.note.unwrap().contains("no guest kernel"));
+        let with = VmSettings {
+            kernel: Some("/boot/k".into()),
+        };
+        assert_eq!(
+            choose(SandboxChoice::Vm, &with).kernel.as_deref(),
+            Some(std::path::Path::new("/boot/k"))
+        );
     }
 }

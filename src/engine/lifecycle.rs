@@ -195,6 +195,9 @@ pub struct ListRow {
     pub image: String,
     pub status: String,
     pub sandbox: String,
+    /// Why `sandbox: auto` runs (or would run) this worker in `namespace`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sandbox_note: Option<String>,
     pub pid: Option<u32>,
     pub uptime_seconds: Option<u64>,
     pub restarts: u32,
@@ -214,14 +217,20 @@ pub fn list(project: &Project) -> Result<Vec<ListRow>> {
             .unwrap_or_default()
             .effective();
         let running = st.status == Status::Running;
+        // What a start would choose now; a worker that ran says what its monitor chose.
+        let (sandbox, sandbox_note) = match &st.sandbox {
+            Some(s) => (s.clone(), st.sandbox_note.clone()),
+            None => {
+                let choice = super::backend::choose(w.sandbox, &config.vm);
+                (choice.backend.as_str().to_string(), choice.note)
+            }
+        };
         rows.push(ListRow {
             name: w.name.clone(),
             image: w.image.clone(),
             status: st.status_text(),
-            sandbox: st
-                .sandbox
-                .clone()
-                .unwrap_or_else(|| super::backend::choose(w.sandbox).as_str().to_string()),
+            sandbox,
+            sandbox_note,
             pid: if running { st.pid } else { None },
             uptime_seconds: if running {
                 st.started_at.map(|s| now.saturating_sub(s))
@@ -303,6 +312,7 @@ mod tests {
                 image: "localhost:5000/busybox:1".into(),
                 status: "running".into(),
                 sandbox: "namespace".into(),
+                sandbox_note: None,
                 pid: Some(1234),
                 uptime_seconds: Some(75),
                 restarts: 2,
@@ -314,6 +324,7 @@ mod tests {
                 image: "x".into(),
                 status: "exited 1".into(),
                 sandbox: "vm".into(),
+                sandbox_note: None,
                 pid: None,
                 uptime_seconds: None,
                 restarts: 0,

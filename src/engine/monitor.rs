@@ -138,8 +138,8 @@ impl Ready {
 struct Shared {
     live: Mutex<Live>,
     cv: Condvar,
-    /// Host PID of the sandbox root: signals go there and init forwards them to the worker.
-    pid: u32,
+    /// Delivers signals to the worker (through init, or the VMM for `vm`).
+    signal: sandbox::Signaller,
     stop_signal: i32,
     /// Carries `iii worker exec` connections into the sandbox.
     exec: Option<sandbox::ExecOpener>,
@@ -184,7 +184,7 @@ fn run(args: &Args, ready: &mut Ready) -> Result<()> {
         let (rd, wr) = pipe()?;
         let wr2 = wr.try_clone().context("duplicating the log pipe")?;
         let sb = backend::start(
-            backend_kind,
+            &backend_kind,
             &spec,
             sandbox::Stdio {
                 stdout: wr,
@@ -192,9 +192,9 @@ fn run(args: &Args, ready: &mut Ready) -> Result<()> {
             },
         )
         .with_context(|| format!("worker {}: starting sandbox", args.name))?;
-        Ok((sb, rd, image))
+        Ok((sb, rd, image, backend_kind.note))
     });
-    let (mut sb, log_read, image) = match started {
+    let (mut sb, log_read, image, sandbox_note) = match started {
         Ok(x) => x,
         Err(e) => {
             st.status = Status::Failed;
@@ -210,6 +210,7 @@ fn run(args: &Args, ready: &mut Ready) -> Result<()> {
     st.pid = Some(pid);
     st.started_at = Some(state::now_secs());
     st.sandbox = Some(sb.backend().as_str().to_string());
+    st.sandbox_note = sandbox_note;
     st.image_digest = Some(image.manifest_digest.clone());
     state::write(&dir, &st)?;
 
@@ -222,7 +223,7 @@ fn run(args: &Args, ready: &mut Ready) -> Result<()> {
             state: st.clone(),
         }),
         cv: Condvar::new(),
-        pid,
+        signal: sb.signaller(),
         stop_signal: image
             .stop_signal
             .as_deref()
@@ -308,7 +309,7 @@ fn prepare(
     project: &Project,
     dir: &Path,
     args: &Args,
-) -> Result<(SandboxSpec, ImageInfo, sandbox::Backend)> {
+) -> Result<(SandboxSpec, ImageInfo, backend::Choice)> {
     let name = &args.name;
     let config = Config::load(&project.config_path)?;
     let entry = config.worker(name).with_context(|| {
@@ -353,7 +354,7 @@ fn prepare(
         },
         engine_addr: SocketAddr::from(([127, 0, 0, 1], args.port)),
     };
-    Ok((spec, image, backend::choose(entry.sandbox)))
+    Ok((spec, image, backend::choose(entry.sandbox, &config.vm)))
 }
 
 fn pipe() -> Result<(OwnedFd, OwnedFd)> {
@@ -430,7 +431,7 @@ fn serve(stream: &std::os::unix::net::UnixStream, sh: &Shared) {
             }
         }
         Ok(Request::Stop { timeout_s, .. }) => stop(sh, Duration::from_secs(timeout_s)),
-        Ok(Request::Signal { signal }) => match send_signal(sh.pid, signal) {
+        Ok(Request::Signal { signal }) => match (sh.signal)(signal) {
             Ok(()) => Reply::ok(format!("sent signal {signal}")),
             Err(e) => Reply::fail(e.to_string()),
         },
@@ -451,7 +452,7 @@ fn stop(sh: &Shared, timeout: Duration) -> Reply {
     live.stop_requested = true;
     live.busy += 1;
     drop(live);
-    let _ = send_signal(sh.pid, sh.stop_signal);
+    let _ = (sh.signal)(sh.stop_signal);
     let mut killed = false;
     let deadline = Instant::now() + timeout;
     let mut live = sh.live.lock().unwrap_or_else(|p| p.into_inner());
@@ -460,7 +461,7 @@ fn stop(sh: &Shared, timeout: Duration) -> Reply {
         if now >= deadline {
             if !killed {
                 killed = true;
-                let _ = send_signal(sh.pid, libc::SIGKILL);
+                let _ = (sh.signal)(libc::SIGKILL);
             }
             live = sh
                 .cv
@@ -488,19 +489,6 @@ fn stop(sh: &Shared, timeout: Duration) -> Reply {
         already_stopped: false,
         killed,
     }
-}
-
-/// Signal the sandbox root; its init forwards the signal to the worker process, and SIGKILL
-/// takes the whole sandbox.
-fn send_signal(pid: u32, signal: i32) -> Result<()> {
-    // SAFETY: kill has no memory-safety preconditions.
-    if unsafe { libc::kill(pid as i32, signal) } != 0 {
-        return Err(crate::err!(
-            "sending signal {signal} to pid {pid}: {}",
-            std::io::Error::last_os_error()
-        ));
-    }
-    Ok(())
 }
 
 /// Drop the executable pages the start left mapped (config parsing, image lookup, sandbox

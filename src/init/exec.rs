@@ -59,6 +59,8 @@ impl ExecContext {
             user: Some((p.uid, p.gid, p.additional_gids.clone())),
             hardening: match cfg.setup {
                 Setup::Namespace { .. } => Some(Arc::new(Hardening::namespace_default())),
+                // The VM is the boundary; the worker there runs without these, and so do execs.
+                Setup::Vm => None,
             },
             ..Default::default()
         }

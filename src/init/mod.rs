@@ -25,6 +25,7 @@ use crate::sandbox::namespace::process::{self, Status};
 use crate::{err, Result};
 
 pub mod exec;
+pub mod guest;
 pub mod worker;
 
 pub use crate::sandbox::namespace::process::{INIT_ARG, INIT_CONTROL_FD};
@@ -45,9 +46,13 @@ const FORWARDED: &[libc::c_int] = &[
     libc::SIGWINCH,
 ];
 
-/// Run as init if this process was started as one (first argument [`INIT_ARG`]); returns the
-/// exit code then. `main` calls this before parsing the command line.
+/// Run as init if this process was started as one (first argument [`INIT_ARG`], or `/init` as
+/// PID 1 of a `vm` guest); returns the exit code then. `main` calls this before parsing the
+/// command line.
 pub fn entry() -> Option<i32> {
+    if guest::is_guest_init() {
+        guest::run();
+    }
     let mut args = std::env::args_os();
     args.next();
     if args.next()? != INIT_ARG {
@@ -65,6 +70,12 @@ fn run() -> i32 {
     // The worker must not inherit the channel.
     // SAFETY: fcntl on our own fd.
     unsafe { libc::fcntl(INIT_CONTROL_FD, libc::F_SETFD, libc::FD_CLOEXEC) };
+    run_on(chan)
+}
+
+/// The init loop on a control channel `chan` (close-on-exec): read `Start`, set up, start the
+/// worker, serve until it exits. Shared by both backends; returns init's exit code.
+fn run_on(chan: UnixStream) -> i32 {
     // As PID 1 of a namespace, a signal we neither handle nor block is dropped: block them
     // first, so a SIGTERM that arrives during setup still reaches the worker.
     let signals = match block_signals() {
@@ -87,6 +98,8 @@ fn run() -> i32 {
     }
     let hardening = match cfg.setup {
         Setup::Namespace { .. } => Some(worker::Hardening::namespace_default()),
+        // The VM is the isolation boundary; the guest kernel holds nothing else to protect.
+        Setup::Vm => None,
     };
     let pid = match worker::spawn(&cfg.process, hardening.as_ref()) {
         Ok((pid, failure)) => {
@@ -218,6 +231,10 @@ fn setup(cfg: &InitConfig, chan: &UnixStream, dec: &mut Decoder) -> Result<()> {
                 matches!(m, Message::CgroupsReady).then_some(())
             })?;
             mounts::unshare_cgroup()?;
+        }
+        Setup::Vm => {
+            mounts::set_hostname(&cfg.hostname)?;
+            mounts::loopback_up()?;
         }
     }
     Ok(())

@@ -256,6 +256,9 @@ pub enum Setup {
         /// Bring `lo` up (own network namespace).
         loopback: bool,
     },
+    /// Init is PID 1 of a `vm` guest and has already built the root from the guest's disks
+    /// (`init::guest`): set the hostname and bring loopback up.
+    Vm,
 }
 
 #[cfg(test)]

@@ -106,6 +106,10 @@ pub enum WorkerExit {
     SandboxFailed(String),
 }
 
+/// Delivers a signal to a sandbox's worker from any thread (a monitor's stop and control
+/// threads), while the owning thread blocks in [`Sandbox::wait`].
+pub type Signaller = std::sync::Arc<dyn Fn(i32) -> Result<()> + Send + Sync>;
+
 /// A running sandbox, owned by one host-side process.
 pub trait Sandbox: Send {
     fn backend(&self) -> Backend;
@@ -120,6 +124,21 @@ pub trait Sandbox: Send {
     /// handshake) into the sandbox as an exec stream; `None` where the backend cannot exec.
     fn exec_opener(&self) -> Option<ExecOpener> {
         None
+    }
+    /// A [`Signaller`] usable from other threads. By default: `kill` the root process (init
+    /// forwards catchable signals to the worker; SIGKILL takes the whole sandbox).
+    fn signaller(&self) -> Signaller {
+        let pid = self.pid();
+        std::sync::Arc::new(move |signal| {
+            // SAFETY: kill has no memory-safety preconditions.
+            if unsafe { libc::kill(pid as libc::pid_t, signal) } != 0 {
+                return Err(crate::err!(
+                    "sending signal {signal} to pid {pid}: {}",
+                    std::io::Error::last_os_error()
+                ));
+            }
+            Ok(())
+        })
     }
 }
 

@@ -1,9 +1,11 @@
 /* Control-channel guest: finds the virtio-console, sends "ping from guest\n", reads one line
- * from the host and sends it back upper-cased, then exits 0. */
+ * from the host and sends it back upper-cased, then exits 0.
+ * With "flood" on the command line: transmits 1 MiB buffers forever (host not reading). */
 #include "virtio.h"
 
 static struct vq rxq, txq;
 static char rxbuf[256], txbuf[256], line[256];
+static char big[1 << 20];
 
 static void send(const char *s, u32 n) {
     memcpy(txbuf, s, n);
@@ -23,7 +25,6 @@ static void post_rx(void) {
 
 ENTRY void _start(u64 cpu, u64 bp) {
     if (cpu != 0) for (;;) __asm__ volatile("cli; hlt"); /* one driver: the boot vCPU */
-    (void)bp;
     progress(1);
     u64 base = virtio_find(3);
     if (!base) fail("no virtio-console", 10);
@@ -34,6 +35,14 @@ ENTRY void _start(u64 cpu, u64 bp) {
     vq_setup(base, &rxq, 0);
     vq_setup(base, &txq, 1);
     virtio_driver_ok(base);
+    if (has_word(bp_cmdline(bp), "flood")) {
+        puts("flooding\n");
+        for (;;) {
+            txq.desc[0] = (struct vq_desc){(u64)big, sizeof big, 0, 0};
+            vq_submit(&txq, 0);
+            vq_wait(&txq);
+        }
+    }
     post_rx();
     send("ping from guest\n", 16);
     /* The device raises InterruptStatus right after publishing the used entry. */

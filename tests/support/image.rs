@@ -455,7 +455,7 @@ pub fn busybox_layer(comp: Comp) -> Option<Layer> {
     let busybox = match std::fs::read("/bin/busybox") {
         Ok(b) => b,
         Err(_) => {
-            eprintln!("SKIP: /bin/busybox (package busybox-static) is not installed");
+            skip!("/bin/busybox (package busybox-static) is not installed");
             return None;
         }
     };

@@ -85,7 +85,7 @@ impl Registry {
     /// the registry under a host name, through a proxy).
     pub fn start_tls_named(auth: Auth, dns: Option<&str>) -> Option<Registry> {
         if !super::have_tool("openssl") {
-            eprintln!("SKIP: `openssl` is not installed");
+            skip!("`openssl` is not installed");
             return None;
         }
         let san = match dns {
@@ -104,7 +104,7 @@ impl Registry {
         };
         for tool in needs {
             if !super::have_tool(tool) {
-                eprintln!("SKIP: `{tool}` is not installed");
+                skip!("`{tool}` is not installed");
                 return None;
             }
         }

@@ -35,7 +35,7 @@ pub fn kvm_unavailable() -> Option<String> {
 macro_rules! require_kvm {
     () => {
         if let Some(why) = vm_support::kvm_unavailable() {
-            eprintln!("SKIP: {why}");
+            skip!("{why}");
             return;
         }
     };

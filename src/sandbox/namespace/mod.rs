@@ -46,7 +46,7 @@ use process::Status;
 
 /// How long [`start`] waits for init to report the worker started.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
-const WAKER: Token = Token(1);
+pub(crate) const WAKER: Token = Token(1);
 
 /// Backend options beyond the [`SandboxSpec`].
 #[derive(Debug, Clone, Default)]
@@ -69,12 +69,12 @@ pub struct NamespaceSandbox {
 
 /// What the channel thread learned.
 #[derive(Default)]
-struct HostState {
-    exit: Option<ExitStatus>,
+pub(crate) struct HostState {
+    pub(crate) exit: Option<ExitStatus>,
 }
 
 /// Requests to the channel thread from other threads.
-enum Command {
+pub(crate) enum Command {
     Open {
         request: OpenRequest,
         endpoint: Box<dyn Endpoint>,
@@ -96,6 +96,11 @@ pub struct ControlHandle {
 }
 
 impl ControlHandle {
+    /// A handle feeding `tx` to the channel thread that [`host_loop`] runs, woken by `waker`.
+    pub(crate) fn new(tx: mpsc::Sender<Command>, waker: Arc<Waker>) -> ControlHandle {
+        ControlHandle { tx, waker }
+    }
+
     fn submit(&self, cmd: Command) -> Result<()> {
         self.tx
             .send(cmd)
@@ -284,7 +289,7 @@ fn path_str(p: &std::path::Path) -> Result<String> {
 }
 
 /// Send one control message, blocking (before the channel thread takes over).
-fn send_message(chan: &UnixStream, msg: &Message) -> Result<()> {
+pub(crate) fn send_message(chan: &UnixStream, msg: &Message) -> Result<()> {
     let mut out = Vec::new();
     encode_message(&mut out, SANDBOX_STREAM, msg);
     (&*chan)
@@ -293,7 +298,7 @@ fn send_message(chan: &UnixStream, msg: &Message) -> Result<()> {
 }
 
 /// Read until `Started` (or `Failed`); returns the decoder holding any bytes that followed.
-fn await_started(chan: &UnixStream) -> Result<Decoder> {
+pub(crate) fn await_started(chan: &UnixStream) -> Result<Decoder> {
     chan.set_read_timeout(Some(START_TIMEOUT)).ok();
     let mut dec = Decoder::new();
     let mut buf = [0u8; 16 << 10];
@@ -325,7 +330,7 @@ fn await_started(chan: &UnixStream) -> Result<Decoder> {
 }
 
 /// The channel thread: serves the host end until init is gone.
-fn host_loop(
+pub(crate) fn host_loop(
     mut poll: Poll,
     chan: UnixStream,
     decoder: Decoder,

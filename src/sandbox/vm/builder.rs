@@ -17,6 +17,28 @@ use super::vcpu::RunState;
 use super::{Vm, VmConfig, MAX_DISKS, MIN_MEMORY_MIB};
 use crate::{err, Result};
 
+/// Open the KVM device and check it has every capability this VMM relies on.
+pub fn open_kvm(path: &std::path::Path) -> Result<Kvm> {
+    let kvm = Kvm::open(path)?;
+    for (cap, name) in [
+        (KVM_CAP_USER_MEMORY, "user memory"),
+        (KVM_CAP_IRQCHIP, "in-kernel irqchip"),
+        (KVM_CAP_IOEVENTFD, "ioeventfd"),
+        (KVM_CAP_IRQFD, "irqfd"),
+        (KVM_CAP_PIT2, "in-kernel PIT"),
+        (KVM_CAP_EXT_CPUID, "CPUID setup"),
+        (KVM_CAP_IMMEDIATE_EXIT, "immediate exit"),
+    ] {
+        if !kvm.check_extension(cap) {
+            return Err(err!(
+                "vm: {} lacks the KVM capability '{name}'",
+                path.display()
+            ));
+        }
+    }
+    Ok(kvm)
+}
+
 /// Where KVM keeps its real-mode TSS and identity map (VMX only; unused by our long-mode guests,
 /// but must not overlap RAM or devices).
 const KVM_TSS_ADDR: u64 = 0xfffb_d000;
@@ -48,23 +70,7 @@ pub fn build(cfg: VmConfig) -> Result<Vm> {
         ));
     }
 
-    let kvm = Kvm::open(&cfg.kvm_device)?;
-    for (cap, name) in [
-        (KVM_CAP_USER_MEMORY, "user memory"),
-        (KVM_CAP_IRQCHIP, "in-kernel irqchip"),
-        (KVM_CAP_IOEVENTFD, "ioeventfd"),
-        (KVM_CAP_IRQFD, "irqfd"),
-        (KVM_CAP_PIT2, "in-kernel PIT"),
-        (KVM_CAP_EXT_CPUID, "CPUID setup"),
-        (KVM_CAP_IMMEDIATE_EXIT, "immediate exit"),
-    ] {
-        if !kvm.check_extension(cap) {
-            return Err(err!(
-                "vm: {} lacks the KVM capability '{name}'",
-                cfg.kvm_device.display()
-            ));
-        }
-    }
+    let kvm = open_kvm(&cfg.kvm_device)?;
     let cpuid = kvm.supported_cpuid()?;
     let run_size = kvm.vcpu_mmap_size()?;
     let vm_fd = kvm.create_vm()?;
@@ -141,7 +147,7 @@ pub fn build(cfg: VmConfig) -> Result<Vm> {
     Ok(Vm {
         vcpus,
         bus: Arc::new(bus),
-        vm_fd,
+        _vm_fd: vm_fd,
         _kvm: kvm,
         mem,
         control,

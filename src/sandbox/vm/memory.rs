@@ -109,6 +109,14 @@ impl GuestMemory {
         ))
     }
 
+    /// Fail unless `[addr, addr+len)` is guest RAM (check before sizing buffers by a length the
+    /// guest chose).
+    pub fn check(&self, addr: u64, len: u64) -> Result<()> {
+        let len =
+            usize::try_from(len).map_err(|_| err!("guest buffer length {len:#x} too large"))?;
+        self.offset(addr, len).map(|_| ())
+    }
+
     pub fn write(&self, addr: u64, data: &[u8]) -> Result<()> {
         let off = self.offset(addr, data.len())?;
         // SAFETY: `off..off+len` is inside the mapping (checked by `offset`); the source is a

@@ -19,8 +19,11 @@
 pub mod boot;
 pub mod builder;
 pub mod devices;
+pub mod ext2;
+pub mod initramfs;
 pub mod kvm;
 pub mod memory;
+pub mod sandbox;
 pub mod sys;
 pub mod vcpu;
 
@@ -40,6 +43,20 @@ use vcpu::RunState;
 /// at 1 MiB and up).
 pub const MIN_MEMORY_MIB: u64 = 2;
 pub const MAX_DISKS: usize = 8;
+
+/// Whether this host can run the `vm` backend at all: `kvm_device` (normally `/dev/kvm`) opens
+/// read/write, speaks the KVM API and has every capability the VMM uses. For `sandbox: auto`;
+/// the error says why not, in one line.
+pub fn check_host(kvm_device: &std::path::Path) -> Result<()> {
+    builder::open_kvm(kvm_device).map(|_| ())
+}
+
+/// Whether this host's KVM is the nested paravirtual kind (`kvm_pvm`): it runs small guests of
+/// our own but an unmodified Linux kernel falls into instruction emulation and dies, so
+/// `sandbox: auto` must not pick `vm` there.
+pub fn paravirtual_kvm() -> bool {
+    std::path::Path::new("/sys/module/kvm_pvm").exists()
+}
 
 /// A virtio-blk disk backed by a host file.
 #[derive(Debug, Clone)]
@@ -87,7 +104,8 @@ impl VmConfig {
 pub enum VmExit {
     /// The guest wrote this code to the debug-exit port.
     Exited(u32),
-    /// The guest asked for a reset/reboot (i8042 pulse or triple-fault-free reboot request).
+    /// The guest asked for a reboot: the i8042 reset pulse (Linux `reboot=k`) or a KVM reset
+    /// system event. A triple fault is not this: it is reported as an error (a crash).
     Reset,
     /// Stopped from the host through a [`StopHandle`].
     Stopped,
@@ -110,7 +128,8 @@ impl StopHandle {
 pub struct Vm {
     vcpus: Vec<VcpuFd>,
     bus: Arc<Bus>,
-    vm_fd: VmFd,
+    /// Held only to keep the VM alive (and to close it before `mem` is unmapped).
+    _vm_fd: VmFd,
     _kvm: Kvm,
     mem: Arc<GuestMemory>,
     control: Option<UnixStream>,
@@ -177,7 +196,6 @@ impl Vm {
             let _ = t.join();
         }
         self.bus.shutdown();
-        let _ = &self.vm_fd;
         outcome
     }
 }

@@ -28,6 +28,39 @@ pub fn poll_readable(fds: &[RawFd], timeout_ms: i32) -> io::Result<Vec<bool>> {
     Ok(pfds.iter().map(|p| p.revents != 0 && p.fd >= 0).collect())
 }
 
+/// Wait until `fd` is writable (true) or `stop` is readable (false).
+pub fn wait_writable(fd: RawFd, stop: RawFd) -> io::Result<bool> {
+    loop {
+        let mut pfds = [
+            libc::pollfd {
+                fd: stop,
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd,
+                events: libc::POLLOUT,
+                revents: 0,
+            },
+        ];
+        // SAFETY: `pfds` is a live array of two pollfd for the duration of the call.
+        let r = unsafe { libc::poll(pfds.as_mut_ptr(), 2, -1) };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return Err(e);
+        }
+        if pfds[0].revents != 0 {
+            return Ok(false);
+        }
+        if pfds[1].revents != 0 {
+            return Ok(true);
+        }
+    }
+}
+
 /// The signal used to interrupt `KVM_RUN` in a vCPU thread.
 pub fn kick_signal() -> i32 {
     libc::SIGRTMIN()

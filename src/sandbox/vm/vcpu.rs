@@ -96,16 +96,19 @@ pub fn run_vcpu(
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .push((sys::current_thread(), vcpu.kicker()));
-    let outcome = (|| {
+    let id = vcpu.id();
+    // A panic must still end the VM: the owner waits for an outcome, not for threads.
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         if start_runnable {
             vcpu.set_mp_state(KVM_MP_STATE_RUNNABLE)?;
         }
         vcpu_loop(&mut vcpu, &bus, &state)
-    })();
+    }));
     match outcome {
-        Ok(Some(exit)) => state.finish(Ok(exit)),
-        Ok(None) => {}
-        Err(e) => state.finish(Err(e)),
+        Ok(Ok(Some(exit))) => state.finish(Ok(exit)),
+        Ok(Ok(None)) => {}
+        Ok(Err(e)) => state.finish(Err(e)),
+        Err(_) => state.finish(Err(err!("vCPU {id} thread panicked"))),
     }
     vcpu
 }
@@ -160,6 +163,7 @@ fn vcpu_loop(vcpu: &mut VcpuFd, bus: &Bus, state: &RunState) -> Result<Option<Vm
                 ));
             }
             VcpuExit::SystemEvent { kind } => {
+                // KVM_SYSTEM_EVENT_SHUTDOWN (1) is a clean power-off, RESET (2) a reboot.
                 return match kind {
                     2 => Ok(Some(VmExit::Reset)),
                     1 => Ok(Some(VmExit::Exited(0))),

@@ -106,6 +106,7 @@ impl MmioTransport {
             *q = Queue::new(q.max_size);
         }
         self.interrupt.ack(u32::MAX);
+        self.interrupt.clear_failure();
     }
 
     pub fn read(&mut self, offset: u64, data: &mut [u8]) {
@@ -126,6 +127,7 @@ impl MmioTransport {
             REG_QUEUE_NUM_MAX => self.selected().map_or(0, |q| u32::from(q.max_size)),
             REG_QUEUE_READY => self.selected().map_or(0, |q| u32::from(q.ready)),
             REG_INTERRUPT_STATUS => self.interrupt.status(),
+            REG_STATUS if self.interrupt.has_failed() => self.status | STATUS_NEEDS_RESET,
             REG_STATUS => self.status,
             REG_CONFIG_GENERATION => 0,
             _ => 0,

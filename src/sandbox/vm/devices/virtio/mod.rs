@@ -11,7 +11,7 @@ pub mod console;
 pub mod mmio;
 pub mod queue;
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 
 use crate::sandbox::vm::kvm::EventFd;
@@ -26,12 +26,17 @@ pub const TYPE_CONSOLE: u32 = 3;
 
 /// InterruptStatus bit: a used buffer was returned.
 pub const INT_VRING: u32 = 1;
+/// InterruptStatus bit: the configuration (here: the device status) changed.
+pub const INT_CONFIG: u32 = 2;
 
 /// The device→driver interrupt: the InterruptStatus register and the irqfd behind it.
 #[derive(Clone)]
 pub struct Interrupt {
     status: Arc<AtomicU32>,
     irqfd: Arc<EventFd>,
+    /// Set when the device gave up on what the driver handed it (malformed descriptors, rings
+    /// outside memory); the transport then reports DEVICE_NEEDS_RESET.
+    failed: Arc<AtomicBool>,
 }
 
 impl Interrupt {
@@ -39,7 +44,24 @@ impl Interrupt {
         Interrupt {
             status: Arc::new(AtomicU32::new(0)),
             irqfd,
+            failed: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// The device stopped processing because of the driver's input: tell the driver
+    /// (DEVICE_NEEDS_RESET plus a configuration-change interrupt), never the VMM's stderr.
+    pub fn device_failed(&self) {
+        self.failed.store(true, Ordering::SeqCst);
+        self.status.fetch_or(INT_CONFIG, Ordering::SeqCst);
+        let _ = self.irqfd.write(1);
+    }
+
+    pub fn has_failed(&self) -> bool {
+        self.failed.load(Ordering::SeqCst)
+    }
+
+    pub fn clear_failure(&self) {
+        self.failed.store(false, Ordering::SeqCst);
     }
 
     pub fn signal_used(&self) {
@@ -73,11 +95,16 @@ pub trait VirtioDevice: Send {
     /// Maximum size of each queue (their count is the device's queue count).
     fn queue_max_sizes(&self) -> Vec<u16>;
     fn read_config(&self, offset: u64, data: &mut [u8]);
-    /// Start processing (the driver set DRIVER_OK): typically spawns a worker thread.
+    /// Start processing (the driver set DRIVER_OK): typically spawns a worker thread, which
+    /// calls [`Interrupt::device_failed`] if it has to stop on bad driver input.
     fn activate(&mut self, act: Activation) -> Result<()>;
     /// Stop processing and forget queue state (driver reset, or VM teardown).
     fn reset(&mut self);
 }
+
+/// Copy at most this much per step between guest memory and a host file or socket, so a
+/// guest-chosen length never sizes a host allocation.
+pub const COPY_CHUNK: usize = 64 * 1024;
 
 /// Copy a little-endian config struct's bytes at `offset` into `data` (short reads past the
 /// end read as zero).

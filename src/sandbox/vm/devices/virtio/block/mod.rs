@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::queue::DescChain;
-use super::{read_config_bytes, Activation, DeviceWorker, VirtioDevice, TYPE_BLOCK};
+use super::{read_config_bytes, Activation, DeviceWorker, VirtioDevice, COPY_CHUNK, TYPE_BLOCK};
 use crate::sandbox::vm::kvm::EventFd;
 use crate::sandbox::vm::memory::GuestMemory;
 use crate::sandbox::vm::sys::poll_readable;
@@ -90,8 +90,9 @@ impl VirtioDevice for Block {
             id: self.id.clone(),
         };
         self.worker = Some(DeviceWorker::spawn("vm-block", move |stop| {
-            if let Err(e) = serve(act, disk, stop) {
-                eprintln!("vm: virtio-blk stopped: {e}");
+            let interrupt = act.interrupt.clone();
+            if serve(act, disk, stop).is_err() {
+                interrupt.device_failed();
             }
         })?);
         Ok(())
@@ -138,6 +139,13 @@ fn serve(act: Activation, disk: Disk, stop: &EventFd) -> Result<()> {
     }
 }
 
+/// `(offset, length)` steps of at most [`COPY_CHUNK`] covering `len` bytes.
+fn chunks(len: u32) -> impl Iterator<Item = (u64, usize)> {
+    (0..u64::from(len))
+        .step_by(COPY_CHUNK)
+        .map(move |at| (at, (u64::from(len) - at).min(COPY_CHUNK as u64) as usize))
+}
+
 impl Disk {
     /// Execute one request; returns the bytes written into guest buffers (data + status).
     fn handle(&self, mem: &GuestMemory, chain: &DescChain) -> Result<u32> {
@@ -165,23 +173,29 @@ impl Disk {
             VIRTIO_BLK_T_IN if in_range && data.iter().all(|d| d.write) => {
                 let mut off = sector * SECTOR_SIZE;
                 let mut ok = true;
+                let mut chunk = vec![0u8; COPY_CHUNK];
                 for d in data {
-                    let mut buf = vec![0u8; d.len as usize];
-                    ok &= self.file.read_exact_at(&mut buf, off).is_ok();
-                    mem.write(d.addr, &buf)?;
+                    mem.check(d.addr, u64::from(d.len))?;
+                    for (at, n) in chunks(d.len) {
+                        ok &= self.file.read_exact_at(&mut chunk[..n], off).is_ok();
+                        mem.write(d.addr + at, &chunk[..n])?;
+                        off += n as u64;
+                    }
                     written += d.len;
-                    off += u64::from(d.len);
                 }
                 ok
             }
             VIRTIO_BLK_T_OUT if in_range && !self.read_only && data.iter().all(|d| !d.write) => {
                 let mut off = sector * SECTOR_SIZE;
                 let mut ok = true;
+                let mut chunk = vec![0u8; COPY_CHUNK];
                 for d in data {
-                    let mut buf = vec![0u8; d.len as usize];
-                    mem.read(d.addr, &mut buf)?;
-                    ok &= self.file.write_all_at(&buf, off).is_ok();
-                    off += u64::from(d.len);
+                    mem.check(d.addr, u64::from(d.len))?;
+                    for (at, n) in chunks(d.len) {
+                        mem.read(d.addr + at, &mut chunk[..n])?;
+                        ok &= self.file.write_all_at(&chunk[..n], off).is_ok();
+                        off += n as u64;
+                    }
                 }
                 ok
             }

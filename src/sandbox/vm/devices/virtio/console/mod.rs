@@ -6,8 +6,9 @@ use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 
-use super::{read_config_bytes, Activation, DeviceWorker, VirtioDevice, TYPE_CONSOLE};
-use crate::sandbox::vm::sys::poll_readable;
+use super::{read_config_bytes, Activation, DeviceWorker, VirtioDevice, COPY_CHUNK, TYPE_CONSOLE};
+use crate::sandbox::vm::kvm::EventFd;
+use crate::sandbox::vm::sys::{poll_readable, wait_writable};
 use crate::{Context, Result};
 
 const RX_QUEUE: usize = 0;
@@ -54,26 +55,47 @@ impl VirtioDevice for Console {
             .stream
             .try_clone()
             .context("cloning the console stream")?;
+        // Non-blocking, so a host that stops reading cannot wedge the worker past a stop.
+        stream
+            .set_nonblocking(true)
+            .context("setting the console stream non-blocking")?;
         self.worker = Some(DeviceWorker::spawn("vm-console", move |stop| {
-            if let Err(e) = serve(act, stream, stop) {
-                eprintln!("vm: virtio-console stopped: {e}");
+            let interrupt = act.interrupt.clone();
+            if serve(act, stream, stop).is_err() {
+                interrupt.device_failed();
             }
         })?);
         Ok(())
     }
 
     fn reset(&mut self) {
-        // Unblock a worker stuck writing to a host that does not read, then join it.
-        let _ = self.stream.shutdown(std::net::Shutdown::Write);
         self.worker = None;
     }
 }
 
-fn serve(
-    act: Activation,
-    mut stream: UnixStream,
-    stop: &crate::sandbox::vm::kvm::EventFd,
-) -> Result<()> {
+/// Write all of `data` to the host, waiting for room but giving up when `stop` fires or the
+/// host has gone (its bytes are then lost: the guest must not stall on a departed host).
+/// Returns false when stopped.
+fn send_to_host(stream: &mut UnixStream, mut data: &[u8], stop: &EventFd) -> bool {
+    while !data.is_empty() {
+        match stream.write(data) {
+            Ok(0) => return true,
+            Ok(n) => data = &data[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                match wait_writable(stream.as_raw_fd(), stop.as_raw_fd()) {
+                    Ok(true) => {}
+                    Ok(false) => return false,
+                    Err(_) => return true,
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return true,
+        }
+    }
+    true
+}
+
+fn serve(act: Activation, mut stream: UnixStream, stop: &EventFd) -> Result<()> {
     let Activation {
         mem,
         mut queues,
@@ -106,10 +128,17 @@ fn serve(
             let mut any = false;
             while let Some(chain) = q.pop(&mem)? {
                 for d in chain.descs.iter().filter(|d| !d.write) {
-                    let mut data = vec![0u8; d.len as usize];
-                    mem.read(d.addr, &mut data)?;
-                    // A host that went away loses the bytes; the guest must not stall on it.
-                    let _ = stream.write_all(&data);
+                    mem.check(d.addr, u64::from(d.len))?;
+                    let mut chunk = [0u8; COPY_CHUNK];
+                    let mut done = 0u64;
+                    while done < u64::from(d.len) {
+                        let n = (u64::from(d.len) - done).min(COPY_CHUNK as u64) as usize;
+                        mem.read(d.addr + done, &mut chunk[..n])?;
+                        if !send_to_host(&mut stream, &chunk[..n], stop) {
+                            return Ok(());
+                        }
+                        done += n as u64;
+                    }
                 }
                 q.add_used(&mem, chain.head, 0)?;
                 any = true;
@@ -120,8 +149,9 @@ fn serve(
         }
         if watch_host && ready.get(3).copied().unwrap_or(false) {
             match stream.read(&mut buf) {
-                Ok(0) | Err(_) => host_eof = true,
-                Ok(n) => pending.extend_from_slice(&buf[..n]),
+                Ok(n) if n > 0 => pending.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Ok(_) | Err(_) => host_eof = true,
             }
         }
         // Deliver what the host sent into whatever receive buffers the guest has posted.

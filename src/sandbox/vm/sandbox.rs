@@ -1,0 +1,433 @@
+//! The `vm` backend behind the sandbox contract: one microVM per worker, run by our VMM on
+//! threads of the calling process, with iii's own init as the guest's PID 1.
+//!
+//! [`start`] prepares three files and boots the guest:
+//! - the root disk: an ext2 image of the image tree, built once per image and cached beside
+//!   the tree in the store (`<rootfs>.ext2`, written to a temporary and renamed, so concurrent
+//!   starts never see half an image), attached read-only (`/dev/vda`) and shared by workers;
+//! - the writable layer: `<worker_dir>/layer/disk.ext2` (`/dev/vdb`), created empty on the
+//!   first start and kept across restarts (`remove` deletes it with `layer/`);
+//! - the initramfs: the running (static) iii binary as `/init`, in `<worker_dir>/vm/`.
+//!
+//! The guest's serial console goes to the worker's stdout (kernel messages and the worker's
+//! own output land in its log); the virtio-console is the control channel, served on the host
+//! by the same [`host_loop`] as the `namespace` backend's socketpair: the `Start` message, the
+//! worker's exit, signals, streams opened with [`ControlHandle`], and the engine link.
+//!
+//! Lifetime: the VM ends when init reboots the guest after the worker exited, or when it is
+//! stopped ([`Sandbox::signal`] with SIGKILL, or dropping the sandbox). [`Sandbox::wait`]
+//! joins the VMM and channel threads; nothing but the writable layer stays.
+
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use mio::{Poll, Waker};
+
+use super::{ext2, initramfs, DiskConfig, StopHandle, Vm, VmConfig, VmExit};
+use crate::init::guest::{LAYER_LABEL, ROOT_LABEL};
+use crate::protocol::{
+    encode_window, ExitStatus, InitConfig, Message, ProcessConfig, Setup, HEADER_LEN,
+    SANDBOX_STREAM,
+};
+use crate::sandbox::namespace::{self as ns, ControlHandle, HostState};
+use crate::sandbox::{Backend, Sandbox, SandboxSpec, Signaller, Stdio, WorkerExit};
+use crate::{err, Context, Result};
+
+/// Default guest memory (SPEC §6) and the least a Linux guest with iii as init gets.
+pub const DEFAULT_MEMORY_MIB: u64 = 512;
+pub const MIN_GUEST_MEMORY_MIB: u64 = 64;
+/// The writable layer's size (a sparse file: only what the guest writes takes host space)
+/// and its inode budget.
+pub const LAYER_BYTES: u64 = 4 << 30;
+pub const LAYER_INODES: u64 = 65_536;
+/// Kernel command line: serial console (the worker's log), reset on reboot/panic (the VMM's
+/// end of the guest), iii as init from the initramfs.
+/// How long a guest may take from boot to init's announcement on the control channel.
+pub const BOOT_TIMEOUT: Duration = Duration::from_secs(60);
+pub const CMDLINE: &str = "console=ttyS0 reboot=k panic=-1 quiet rdinit=/init";
+
+/// Backend options beyond the [`SandboxSpec`].
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The guest kernel (vmlinux ELF or bzImage).
+    pub kernel: PathBuf,
+    /// The static iii binary to run as the guest's init (default: this process's executable).
+    pub init_exe: Option<PathBuf>,
+    /// The KVM device (normally `/dev/kvm`).
+    pub kvm_device: PathBuf,
+}
+
+impl Options {
+    pub fn new(kernel: PathBuf) -> Options {
+        Options {
+            kernel,
+            init_exe: None,
+            kvm_device: PathBuf::from("/dev/kvm"),
+        }
+    }
+}
+
+/// A running `vm` sandbox.
+pub struct VmSandbox {
+    name: String,
+    stop: StopHandle,
+    killed: Arc<AtomicBool>,
+    vmm: Option<JoinHandle<Result<VmExit>>>,
+    host: Option<JoinHandle<()>>,
+    /// A second handle on the channel's host end: shut down if the channel thread outlives
+    /// the VM (it must not be left behind).
+    chan: std::os::unix::net::UnixStream,
+    shared: Arc<Mutex<HostState>>,
+    control: ControlHandle,
+    exit: Option<WorkerExit>,
+}
+
+/// Where the cached root disk of the image tree `image_root` lives: beside it in the store.
+pub fn root_disk_path(image_root: &Path) -> PathBuf {
+    let mut p = image_root.as_os_str().to_owned();
+    p.push(".ext2");
+    PathBuf::from(p)
+}
+
+/// The root disk for `image_root`, built on first use.
+pub fn ensure_root_disk(image_root: &Path) -> Result<PathBuf> {
+    let disk = root_disk_path(image_root);
+    if !disk.is_file() {
+        ext2::build_image(image_root, &disk, ROOT_LABEL, 0, 0)
+            .with_context(|| format!("building the root disk of {}", image_root.display()))?;
+    }
+    Ok(disk)
+}
+
+/// The worker's writable layer disk, created empty on first use.
+pub fn ensure_layer_disk(worker_dir: &Path) -> Result<PathBuf> {
+    let layer = worker_dir.join(crate::sandbox::WRITABLE_LAYER_DIR);
+    fs::create_dir_all(&layer).with_context(|| format!("creating {}", layer.display()))?;
+    let disk = layer.join("disk.ext2");
+    if !disk.is_file() {
+        let empty = layer.join(format!(".empty-{}", std::process::id()));
+        fs::create_dir_all(&empty).with_context(|| format!("creating {}", empty.display()))?;
+        let r = ext2::build_image(&empty, &disk, LAYER_LABEL, LAYER_BYTES, LAYER_INODES);
+        let _ = fs::remove_dir(&empty);
+        r.with_context(|| format!("creating the writable layer {}", disk.display()))?;
+    }
+    Ok(disk)
+}
+
+/// vCPUs and MiB of memory for `resources` (SPEC §6: cpus rounded up, default 1 vCPU and
+/// 512 MiB).
+pub fn machine_size(res: &crate::sandbox::Resources) -> (u32, u64) {
+    let vcpus = res.cpus.map_or(1, |c| c.ceil().max(1.0) as u32);
+    let mib = res
+        .memory_bytes
+        .map_or(DEFAULT_MEMORY_MIB, |b| b.div_ceil(1 << 20))
+        .max(MIN_GUEST_MEMORY_MIB);
+    (vcpus, mib)
+}
+
+/// Start a `vm` sandbox for `spec`: returns once init in the guest reports the worker started
+/// (or its exec failed, which `wait` then reports as exit 127/126).
+///
+/// The caller's contract is the `namespace` backend's: keep the sandbox until `wait` returns
+/// or drop it (which stops the VM).
+pub fn start(spec: &SandboxSpec, stdio: Stdio, opts: &Options) -> Result<VmSandbox> {
+    let name = &spec.name;
+    if name.is_empty() || name.contains('/') || name.len() > 63 {
+        return Err(err!("worker name {name:?} cannot be a hostname"));
+    }
+    if !spec.image_root.is_dir() {
+        return Err(err!(
+            "worker {name}: image root {} is not a directory",
+            spec.image_root.display()
+        ));
+    }
+    let wrap = |e: crate::Error| err!("worker {name}: {}", e.message());
+    super::check_host(&opts.kvm_device).map_err(wrap)?;
+    if !opts.kernel.is_file() {
+        return Err(err!(
+            "worker {name}: vm: kernel {} not found or not a file",
+            opts.kernel.display()
+        ));
+    }
+    let root_disk = ensure_root_disk(&spec.image_root).map_err(wrap)?;
+    let layer_disk = ensure_layer_disk(&spec.worker_dir).map_err(wrap)?;
+    let vm_dir = spec.worker_dir.join("vm");
+    fs::create_dir_all(&vm_dir).with_context(|| format!("creating {}", vm_dir.display()))?;
+    let initrd = vm_dir.join("initramfs.cpio");
+    let exe = opts
+        .init_exe
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("/proc/self/exe"));
+    initramfs::build(&exe, &initrd).map_err(wrap)?;
+
+    let (vcpus, memory_mib) = machine_size(&spec.resources);
+    let mut cfg = VmConfig::new(opts.kernel.clone());
+    cfg.vcpus = vcpus;
+    cfg.memory_mib = memory_mib;
+    cfg.cmdline = CMDLINE.to_string();
+    cfg.initramfs = Some(initrd);
+    cfg.kvm_device = opts.kvm_device.clone();
+    cfg.serial_out = Box::new(File::from(stdio.stdout));
+    drop(stdio.stderr);
+    cfg.disks = vec![
+        DiskConfig {
+            path: root_disk,
+            read_only: true,
+        },
+        DiskConfig {
+            path: layer_disk,
+            read_only: false,
+        },
+    ];
+    let mut vm = Vm::build(cfg).map_err(wrap)?;
+    let chan = vm
+        .take_control_stream()
+        .ok_or_else(|| err!("worker {name}: the VM has no control channel"))?;
+    let chan_ctl = chan
+        .try_clone()
+        .with_context(|| format!("worker {name}: duplicating the control channel"))?;
+    let poll = Poll::new().context("creating a poll")?;
+    let waker = Arc::new(Waker::new(poll.registry(), ns::WAKER).context("creating a waker")?);
+    let stop = vm.stop_handle();
+    let vmm = std::thread::Builder::new()
+        .name(format!("iii-vmm-{name}"))
+        .spawn(move || vm.run())
+        .with_context(|| format!("worker {name}: spawning the VMM thread"))?;
+
+    // From here a failure must stop the VM and join its thread.
+    let abort = |vmm: JoinHandle<Result<VmExit>>, e: crate::Error| -> crate::Error {
+        stop.stop();
+        match vmm.join() {
+            Ok(Err(vm_err)) => err!("worker {name}: {} ({})", e.message(), vm_err.message()),
+            _ => err!("worker {name}: {}", e.message()),
+        }
+    };
+    let engine_port = Some(spec.engine_addr.port());
+    let cfg = InitConfig {
+        hostname: name.clone(),
+        process: ProcessConfig {
+            args: spec.process.args.clone(),
+            env: spec.process.env.clone(),
+            cwd: spec.process.cwd.clone(),
+            uid: spec.process.user.uid,
+            gid: spec.process.user.gid,
+            additional_gids: spec.process.user.additional_gids.clone(),
+        },
+        // A guest has no host network to share: the engine link always carries it.
+        engine_port,
+        setup: Setup::Vm,
+    };
+    if let Err(e) = await_guest_ready(&chan) {
+        return Err(abort(vmm, e));
+    }
+    if let Err(e) = ns::send_message(&chan, &Message::Start(Box::new(cfg))) {
+        return Err(abort(vmm, e));
+    }
+    let decoder = match ns::await_started(&chan) {
+        Ok(d) => d,
+        Err(e) => return Err(abort(vmm, e)),
+    };
+    let shared = Arc::new(Mutex::new(HostState::default()));
+    let (tx, rx) = mpsc::channel();
+    let thread_shared = shared.clone();
+    let engine = spec.engine_addr;
+    let host = std::thread::Builder::new()
+        .name(format!("iii-vm-{name}"))
+        .spawn(move || ns::host_loop(poll, chan, decoder, engine, thread_shared, rx));
+    let host = match host {
+        Ok(t) => t,
+        Err(e) => return Err(abort(vmm, err!("spawning a thread: {e}"))),
+    };
+    Ok(VmSandbox {
+        name: name.clone(),
+        stop,
+        killed: Arc::new(AtomicBool::new(false)),
+        vmm: Some(vmm),
+        host: Some(host),
+        chan: chan_ctl,
+        shared,
+        control: ControlHandle::new(tx, waker),
+        exit: None,
+    })
+}
+
+/// Wait for init's announcement (a `Window` frame of 0 credit on stream 0): the guest's
+/// console is in raw mode and `Start` may be sent.
+fn await_guest_ready(chan: &std::os::unix::net::UnixStream) -> Result<()> {
+    use std::io::Read;
+    chan.set_read_timeout(Some(BOOT_TIMEOUT)).ok();
+    let mut frame = [0u8; HEADER_LEN + 4];
+    let r = (&*chan).read_exact(&mut frame);
+    chan.set_read_timeout(None).ok();
+    match r {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            return Err(err!(
+                "the guest ended before its init started (see the worker's log)"
+            ))
+        }
+        Err(e) => return Err(err!("waiting for the guest's init to start: {e}")),
+    }
+    let mut expected = Vec::new();
+    encode_window(&mut expected, SANDBOX_STREAM, 0);
+    if frame[..] != expected[..] {
+        return Err(err!(
+            "the guest's control channel did not start with init's announcement"
+        ));
+    }
+    Ok(())
+}
+
+impl VmSandbox {
+    /// The host end of the control channel (for opening streams into the sandbox).
+    pub fn control(&self) -> ControlHandle {
+        self.control.clone()
+    }
+
+    /// The worker name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn reap(&mut self) -> Result<WorkerExit> {
+        let vm_result = match self.vmm.take() {
+            Some(t) => t
+                .join()
+                .unwrap_or_else(|_| Err(err!("the VMM thread panicked"))),
+            None => Err(err!("the VMM thread is gone")),
+        };
+        // The VM is gone, and with it the device end of the channel: the channel thread sees
+        // EOF once it has read what init wrote last. Should it not, end it.
+        if let Some(t) = self.host.take() {
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while !t.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            if !t.is_finished() {
+                let _ = self.chan.shutdown(std::net::Shutdown::Both);
+            }
+            let _ = t.join();
+        }
+        let reported = self.shared.lock().ok().and_then(|s| s.exit);
+        let killed = self.killed.load(Ordering::SeqCst);
+        let exit = match (reported, vm_result) {
+            (Some(ExitStatus::Code(c)), _) => WorkerExit::Code(c),
+            (Some(ExitStatus::Signal(s)), _) => WorkerExit::Signal {
+                signal: s,
+                oom_killed: false,
+            },
+            (None, Ok(VmExit::Stopped)) if killed => WorkerExit::Signal {
+                signal: libc::SIGKILL,
+                oom_killed: false,
+            },
+            (None, Ok(how)) => WorkerExit::SandboxFailed(format!(
+                "worker {}: the VM ended ({how:?}) without reporting the worker's exit \
+                 (see the worker's log)",
+                self.name
+            )),
+            (None, Err(e)) => {
+                WorkerExit::SandboxFailed(format!("worker {}: the VM failed: {e}", self.name))
+            }
+        };
+        self.exit = Some(exit.clone());
+        Ok(exit)
+    }
+}
+
+/// Signal delivery shared by [`Sandbox::signal`] and [`Sandbox::signaller`]: SIGKILL stops
+/// the VM at once (a guest kernel cannot be trusted to act on it), any other signal goes to
+/// init as a protocol message and init forwards it to the worker.
+fn deliver(
+    control: &ControlHandle,
+    stop: &StopHandle,
+    killed: &AtomicBool,
+    signal: i32,
+) -> Result<()> {
+    if signal == libc::SIGKILL {
+        killed.store(true, Ordering::SeqCst);
+        stop.stop();
+        return Ok(());
+    }
+    control.send(SANDBOX_STREAM, Message::Signal { signal })
+}
+
+impl Sandbox for VmSandbox {
+    fn backend(&self) -> Backend {
+        Backend::Vm
+    }
+
+    /// The VMM runs in this process.
+    fn pid(&self) -> u32 {
+        std::process::id()
+    }
+
+    fn signal(&self, signal: i32) -> Result<()> {
+        if self.exit.is_some() {
+            return Err(err!("worker {} is not running", self.name));
+        }
+        deliver(&self.control, &self.stop, &self.killed, signal)
+            .with_context(|| format!("signalling worker {}", self.name))
+    }
+
+    fn wait(&mut self) -> Result<WorkerExit> {
+        match &self.exit {
+            Some(e) => Ok(e.clone()),
+            None => self.reap(),
+        }
+    }
+
+    fn signaller(&self) -> Signaller {
+        let (control, stop, killed) =
+            (self.control.clone(), self.stop.clone(), self.killed.clone());
+        let name = self.name.clone();
+        Arc::new(move |signal| {
+            deliver(&control, &stop, &killed, signal)
+                .with_context(|| format!("signalling worker {name}"))
+        })
+    }
+}
+
+impl Drop for VmSandbox {
+    fn drop(&mut self) {
+        if self.exit.is_none() {
+            self.killed.store(true, Ordering::SeqCst);
+            self.stop.stop();
+            self.reap().ok();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sandbox::Resources;
+
+    #[test]
+    fn machine_size_follows_resources() {
+        assert_eq!(machine_size(&Resources::default()), (1, 512));
+        let r = Resources {
+            cpus: Some(1.5),
+            memory_bytes: Some(256 << 20),
+            pids: None,
+        };
+        assert_eq!(machine_size(&r), (2, 256));
+        let tiny = Resources {
+            cpus: Some(0.1),
+            memory_bytes: Some(1 << 20),
+            pids: None,
+        };
+        assert_eq!(machine_size(&tiny), (1, MIN_GUEST_MEMORY_MIB));
+    }
+
+    #[test]
+    fn root_disk_sits_beside_the_tree() {
+        assert_eq!(
+            root_disk_path(Path::new("/s/blobs/x/rootfs")),
+            Path::new("/s/blobs/x/rootfs.ext2")
+        );
+    }
+}
