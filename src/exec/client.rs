@@ -23,8 +23,8 @@ use mio::{Events, Interest, Poll, Token};
 
 use super::terminal::{self, RawMode, WinSize};
 use crate::protocol::exec::{
-    code, encode, Decoder, ExecFrame, ExecMessage, ExecRequest, ExecStatus, FrameRef, Output, Side,
-    TtySize, INITIAL_CREDIT, MAX_CHUNK,
+    code, encode, stdin_header, Decoder, ExecFrame, ExecMessage, ExecRequest, ExecStatus, FrameRef,
+    Output, Side, TtySize, INITIAL_CREDIT, MAX_CHUNK, STDIN_HEADER_LEN,
 };
 use crate::{err, Error, Result};
 
@@ -358,7 +358,6 @@ pub fn run(conn: UnixStream, req: ExecRequest, opts: Options) -> Result<i32> {
         failed: None,
         exited: None,
         closed: false,
-        read_buf: vec![0u8; READ_BUF],
         ungranted: 0,
     };
     client.send(ExecFrame::Message(ExecMessage::Open(req)));
@@ -394,8 +393,6 @@ struct Client {
     failed: Option<(i32, String)>,
     exited: Option<ExecStatus>,
     closed: bool,
-    /// Scratch for reads from stdin and the connection.
-    read_buf: Vec<u8>,
     /// Output bytes written locally and not yet granted back to the worker.
     ungranted: u64,
 }
@@ -540,32 +537,46 @@ impl Client {
     }
 
     fn pump_stdin(&mut self) -> Result<()> {
-        let mut buf = std::mem::take(&mut self.read_buf);
-        let r = self.pump_stdin_with(&mut buf);
-        self.read_buf = buf;
-        r
-    }
-
-    fn pump_stdin_with(&mut self, buf: &mut [u8]) -> Result<()> {
         while self.stdin_ready && self.can_read_stdin() {
             let want = (self.stdin_credit as usize).min(MAX_CHUNK);
-            // SAFETY: reading into a valid buffer of at least `want` bytes.
-            let n = unsafe { libc::read(0, buf.as_mut_ptr().cast(), want) };
+            // Read straight into the outgoing buffer, after room for the frame header.
+            let start = self.conn_out.len();
+            self.conn_out.extend_from_slice(&[0; STDIN_HEADER_LEN]);
+            self.conn_out.reserve(want);
+            // SAFETY: after `reserve`, the spare capacity holds `want` bytes; read writes at
+            // most that many there.
+            let n = unsafe {
+                libc::read(
+                    0,
+                    self.conn_out
+                        .as_mut_ptr()
+                        .add(start + STDIN_HEADER_LEN)
+                        .cast(),
+                    want,
+                )
+            };
             if n > 0 {
                 let n = n as usize;
+                // SAFETY: read initialized exactly `n` bytes after the header.
+                unsafe { self.conn_out.set_len(start + STDIN_HEADER_LEN + n) };
+                self.conn_out[start..start + STDIN_HEADER_LEN].copy_from_slice(&stdin_header(n));
                 self.stdin_credit -= n as u64;
                 if self.keys {
-                    for _ in buf[..n].iter().filter(|b| **b == CTRL_C) {
+                    let presses = self.conn_out[start + STDIN_HEADER_LEN..]
+                        .iter()
+                        .filter(|b| **b == CTRL_C)
+                        .count();
+                    for _ in 0..presses {
                         self.ctrl_c();
                     }
                 }
-                self.send(ExecFrame::Stdin(buf[..n].to_vec()));
                 if !self.stdin_polled {
                     // A file: one chunk per loop turn, so output keeps flowing meanwhile.
                     break;
                 }
                 continue;
             }
+            self.conn_out.truncate(start);
             if n == 0 {
                 self.stdin_done = true;
                 if self.stdin_polled {

@@ -1078,12 +1078,18 @@ pub fn serve_connection(conn: UnixStream, ctx: &ExecContext) {
         if session.is_finished() {
             break;
         }
-        match reader.read(&mut buf) {
-            Ok(0) | Err(_) => {
+        // Straight into the decoder's buffer: stdin can be bulk data too.
+        match decoder.read_from(reader.as_fd(), 1 << 20) {
+            Ok(0) => {
                 session.deliver(ExecFrame::Close);
                 break;
             }
-            Ok(n) => decoder.feed(&buf[..n]),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => {
+                session.deliver(ExecFrame::Close);
+                break;
+            }
         }
     }
     session.join();

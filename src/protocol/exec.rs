@@ -224,6 +224,19 @@ pub fn output_header(which: Output, len: usize) -> [u8; OUTPUT_HEADER_LEN] {
     h
 }
 
+/// Bytes before the payload of a stdin frame.
+pub const STDIN_HEADER_LEN: usize = HEADER_LEN;
+
+/// The header of a stdin frame carrying `len` bytes, for senders that read the payload
+/// straight into their output buffer.
+pub fn stdin_header(len: usize) -> [u8; STDIN_HEADER_LEN] {
+    let mut h = [0u8; STDIN_HEADER_LEN];
+    h[..4].copy_from_slice(&STREAM.to_le_bytes());
+    h[4] = KIND_DATA;
+    h[5..9].copy_from_slice(&(len as u32).to_le_bytes());
+    h
+}
+
 /// A decoded frame that may borrow its payload from the decoder (output, the bulk of the
 /// traffic, is not copied out).
 #[derive(Debug, PartialEq, Eq)]
