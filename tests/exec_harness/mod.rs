@@ -66,6 +66,8 @@ impl Worker {
                 .subsec_nanos()
         );
         let dir = std::env::temp_dir().join(format!("iii-exec-{id}"));
+        // Removes the temp dir if anything below panics before the Worker owns it.
+        let mut guard = DirGuard(Some(dir.clone()));
         let rootfs = dir.join("rootfs");
         for d in ["bin", "etc", "tmp", "workspace", "root", "data"] {
             std::fs::create_dir_all(rootfs.join(d)).unwrap();
@@ -155,6 +157,7 @@ impl Worker {
                 }
             }
         });
+        guard.0 = None;
         Worker {
             dir,
             rootfs,
@@ -251,6 +254,16 @@ impl Worker {
             std::thread::sleep(Duration::from_millis(20));
         }
         cond()
+    }
+}
+
+struct DirGuard(Option<PathBuf>);
+
+impl Drop for DirGuard {
+    fn drop(&mut self) {
+        if let Some(d) = self.0.take() {
+            let _ = std::fs::remove_dir_all(d);
+        }
     }
 }
 
