@@ -5,6 +5,7 @@
 //! - [`oci`]: image references, the registry client, the content-addressed store, layer unpacking.
 //! - [`config`]: `config.yaml` — the model, `${VAR}` expansion, flattening, textual editing.
 //! - [`project`]: where a project's files and the per-user store live.
+//! - [`file_lock`]: flock-based locks that die with their holder.
 //! - [`sandbox`]: the contract both backends keep; [`sandbox::namespace`] and [`sandbox::vm`].
 //! - [`init`]: iii's own PID 1 inside a sandbox.
 //! - [`protocol`]: the control-channel wire format, used by both ends.
@@ -17,6 +18,7 @@ pub mod config;
 pub mod engine;
 pub mod error;
 pub mod exec;
+pub mod file_lock;
 pub mod init;
 pub mod oci;
 pub mod project;

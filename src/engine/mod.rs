@@ -15,7 +15,6 @@ use crate::Result;
 pub mod backend;
 pub mod control;
 pub mod lifecycle;
-pub mod lock;
 pub mod logs;
 pub mod monitor;
 pub mod spec;

@@ -23,6 +23,7 @@ use super::logs;
 use super::spec;
 use super::state::{self, Status, WorkerState};
 use crate::config::{Config, NetworkChoice};
+use crate::file_lock::FileLock;
 use crate::project::Project;
 use crate::sandbox::{self, ProcessSpec, SandboxSpec, WorkerExit};
 use crate::{Context, Result};
@@ -159,7 +160,7 @@ fn run(args: &Args, ready: &mut Ready) -> Result<()> {
     let dir = project.worker_dir(&args.name);
     state::ensure_worker_dir(&dir)?;
     // One monitor per worker, whoever started it: the lock dies with its holder.
-    let _lock = match super::lock::try_lock(&dir.join("monitor.lock"))? {
+    let _lock = match FileLock::try_acquire(&dir.join("monitor.lock"))? {
         Some(l) => l,
         None => {
             return Err(crate::err!("worker {} is already running", args.name));

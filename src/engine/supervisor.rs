@@ -15,8 +15,9 @@ use std::time::{Duration, Instant};
 
 use super::control::{self, Reply, Request};
 use super::monitor::{self, StartReport};
-use super::{lifecycle, lock, state};
+use super::{lifecycle, state};
 use crate::config::{Config, WorkerEntry};
+use crate::file_lock::{self, FileLock};
 use crate::project::Project;
 use crate::{Context, Result};
 
@@ -100,8 +101,8 @@ pub fn run(project: &Project) -> Result<i32> {
     let config = Config::load(&project.config_path)?;
     project.ensure_state_dir()?;
     let lock_file = lock_path(&project);
-    let mut engine_lock = lock::try_lock(&lock_file)?.ok_or_else(|| {
-        let who = lock::holder_pid(&lock_file)
+    let mut engine_lock = FileLock::try_acquire(&lock_file)?.ok_or_else(|| {
+        let who = file_lock::holder_pid(&lock_file)
             .map(|p| format!(" (pid {p})"))
             .unwrap_or_default();
         crate::err!(

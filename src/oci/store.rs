@@ -16,12 +16,13 @@
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::digest::{Digest, VerifyingReader};
 use super::manifest::ImageConfig;
+use super::unpack::remove_tree;
+use crate::file_lock::FileLock;
 use crate::{err, Context, Result};
 
 /// The store rooted at one `III_HOME`.
@@ -336,35 +337,6 @@ impl Drop for Staging {
     }
 }
 
-/// Remove a tree, first making directories writable (an image may contain 0555 dirs).
-fn remove_tree(path: &Path) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    if let Err(first) = fs::remove_dir_all(path) {
-        for entry in walk_dirs(path) {
-            let _ = fs::set_permissions(&entry, fs::Permissions::from_mode(0o700));
-        }
-        fs::remove_dir_all(path)
-            .map_err(|e| err!("removing {}: {e} (first attempt: {first})", path.display()))?;
-    }
-    Ok(())
-}
-
-fn walk_dirs(root: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        if let Ok(entries) = fs::read_dir(&d) {
-            for e in entries.flatten() {
-                if e.file_type().is_ok_and(|t| t.is_dir()) {
-                    stack.push(e.path());
-                }
-            }
-        }
-        out.push(d);
-    }
-    out
-}
-
 fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
     fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))
 }
@@ -392,51 +364,6 @@ fn process_alive(pid: i32) -> bool {
     // SAFETY: kill with signal 0 only checks for the process; it takes no pointers.
     let r = unsafe { libc::kill(pid, 0) };
     r == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
-}
-
-/// An exclusive `flock(2)` on a file, released on drop (and by the kernel if we die).
-#[derive(Debug)]
-pub struct FileLock {
-    _file: File,
-}
-
-impl FileLock {
-    /// Block until the lock on `path` is ours.
-    pub fn acquire(path: &Path) -> Result<FileLock> {
-        Ok(FileLock::lock(path, true)?.expect("a blocking lock is always taken"))
-    }
-
-    /// The lock on `path` if nobody holds it, else `None`.
-    pub fn try_acquire(path: &Path) -> Result<Option<FileLock>> {
-        FileLock::lock(path, false)
-    }
-
-    fn lock(path: &Path, wait: bool) -> Result<Option<FileLock>> {
-        let file = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(path)
-            .with_context(|| format!("opening lock {}", path.display()))?;
-        let op = if wait {
-            libc::LOCK_EX
-        } else {
-            libc::LOCK_EX | libc::LOCK_NB
-        };
-        loop {
-            // SAFETY: flock on a descriptor we own, kept open for the lock's lifetime.
-            let r = unsafe { libc::flock(file.as_raw_fd(), op) };
-            if r == 0 {
-                return Ok(Some(FileLock { _file: file }));
-            }
-            let e = io::Error::last_os_error();
-            match e.kind() {
-                io::ErrorKind::Interrupted => {}
-                io::ErrorKind::WouldBlock => return Ok(None),
-                _ => return Err(err!("locking {}: {e}", path.display())),
-            }
-        }
-    }
 }
 
 #[cfg(test)]
