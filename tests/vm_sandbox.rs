@@ -420,7 +420,7 @@ fn linux_guest_unavailable() -> Option<(String, PathBuf)> {
 }
 
 #[test]
-fn linux_guest_runs_a_worker_with_logs_and_stop() {
+fn linux_guest_runs_a_worker_with_logs_exec_and_stop() {
     if let Some((why, _)) = linux_guest_unavailable() {
         skip!("{why}");
         return;
@@ -462,6 +462,13 @@ fn linux_guest_runs_a_worker_with_logs_and_stop() {
         .path()
         .join(".iii/workers/w/layer/disk.ext2")
         .is_file());
+    // exec reaches the guest's init over the virtio-console channel, like any stream.
+    let out = p.iii(
+        &["worker", "exec", "w", "--", "sh", "-c", "hostname; exit 3"],
+        &env,
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "w\n");
     let out = p.iii(&["worker", "stop", "-t", "10", "w"], &env);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(

@@ -11,6 +11,12 @@ use crate::protocol::OpenRequest;
 use crate::sandbox::namespace::ControlHandle;
 use crate::{err, Result};
 
+/// The [`ExecOpener`](crate::sandbox::ExecOpener) of a sandbox whose control channel is
+/// `control`: the same for both backends, since init serves exec the same way in each.
+pub fn opener(control: ControlHandle) -> crate::sandbox::ExecOpener {
+    Box::new(move |conn| forward(conn, &control))
+}
+
 /// Carry `conn` (already past the handshake) into the sandbox behind `control` as an exec
 /// stream. Returns once the stream is open; the sandbox's channel thread carries it from then.
 pub fn forward(conn: UnixStream, control: &ControlHandle) -> Result<()> {

@@ -483,10 +483,7 @@ impl Sandbox for NamespaceSandbox {
     }
 
     fn exec_opener(&self) -> Option<crate::sandbox::ExecOpener> {
-        let control = self.control.clone();
-        Some(Box::new(move |conn| {
-            crate::exec::host::forward(conn, &control)
-        }))
+        Some(crate::exec::host::opener(self.control.clone()))
     }
 
     fn pid(&self) -> u32 {

@@ -380,6 +380,12 @@ impl Sandbox for VmSandbox {
         }
     }
 
+    /// Exec streams travel the virtio-console channel to the guest's init, like every other
+    /// stream; inside the guest they run as the worker does (the VM is the isolation).
+    fn exec_opener(&self) -> Option<crate::sandbox::ExecOpener> {
+        Some(crate::exec::host::opener(self.control.clone()))
+    }
+
     fn signaller(&self) -> Signaller {
         let (control, stop, killed) =
             (self.control.clone(), self.stop.clone(), self.killed.clone());
