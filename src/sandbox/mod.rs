@@ -53,6 +53,20 @@ pub struct ProcessSpec {
     pub user: User,
 }
 
+impl From<&ProcessSpec> for crate::protocol::ProcessConfig {
+    /// The worker process as init receives it over the control channel (either backend).
+    fn from(p: &ProcessSpec) -> Self {
+        crate::protocol::ProcessConfig {
+            args: p.args.clone(),
+            env: p.env.clone(),
+            cwd: p.cwd.clone(),
+            uid: p.user.uid,
+            gid: p.user.gid,
+            additional_gids: p.user.additional_gids.clone(),
+        }
+    }
+}
+
 /// Resource limits from `resources:` (cgroups in `namespace`, vCPUs/memory in `vm`).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Resources {

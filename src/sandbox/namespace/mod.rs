@@ -28,8 +28,7 @@ use mio::{Events, Poll, Token, Waker};
 
 use crate::protocol::mux::{Endpoint, Mux, MuxEvent};
 use crate::protocol::{
-    encode_message, Decoder, ExitStatus, InitConfig, Message, OpenRequest, ProcessConfig, Setup,
-    SANDBOX_STREAM,
+    encode_message, Decoder, ExitStatus, InitConfig, Message, OpenRequest, Setup, SANDBOX_STREAM,
 };
 use crate::sandbox::{Backend, Network, Sandbox, SandboxSpec, Stdio, WorkerExit};
 use crate::{err, Context, Result};
@@ -185,14 +184,7 @@ pub fn start_with(spec: &SandboxSpec, stdio: Stdio, opts: &Options) -> Result<Na
     let engine_port = (spec.network == Network::Isolated).then_some(spec.engine_addr.port());
     let cfg = InitConfig {
         hostname: name.clone(),
-        process: ProcessConfig {
-            args: spec.process.args.clone(),
-            env: spec.process.env.clone(),
-            cwd: spec.process.cwd.clone(),
-            uid: spec.process.user.uid,
-            gid: spec.process.user.gid,
-            additional_gids: spec.process.user.additional_gids.clone(),
-        },
+        process: (&spec.process).into(),
         engine_port,
         setup: Setup::Namespace {
             lower: path_str(&spec.image_root)?,

@@ -30,8 +30,7 @@ use mio::{Poll, Waker};
 use super::{ext2, initramfs, DiskConfig, StopHandle, Vm, VmConfig, VmExit};
 use crate::init::guest::{LAYER_LABEL, ROOT_LABEL};
 use crate::protocol::{
-    encode_window, ExitStatus, InitConfig, Message, ProcessConfig, Setup, HEADER_LEN,
-    SANDBOX_STREAM,
+    encode_window, ExitStatus, InitConfig, Message, Setup, HEADER_LEN, SANDBOX_STREAM,
 };
 use crate::sandbox::namespace::{self as ns, ControlHandle, HostState};
 use crate::sandbox::{Backend, Sandbox, SandboxSpec, Signaller, Stdio, WorkerExit};
@@ -209,14 +208,7 @@ pub fn start(spec: &SandboxSpec, stdio: Stdio, opts: &Options) -> Result<VmSandb
     let engine_port = Some(spec.engine_addr.port());
     let cfg = InitConfig {
         hostname: name.clone(),
-        process: ProcessConfig {
-            args: spec.process.args.clone(),
-            env: spec.process.env.clone(),
-            cwd: spec.process.cwd.clone(),
-            uid: spec.process.user.uid,
-            gid: spec.process.user.gid,
-            additional_gids: spec.process.user.additional_gids.clone(),
-        },
+        process: (&spec.process).into(),
         // A guest has no host network to share: the engine link always carries it.
         engine_port,
         setup: Setup::Vm,
