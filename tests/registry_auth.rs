@@ -7,6 +7,8 @@
 #[macro_use]
 #[path = "common/skip.rs"]
 mod skip;
+#[path = "common/tempdir.rs"]
+mod tempdir;
 
 mod support;
 

@@ -5,44 +5,22 @@
 #[macro_use]
 #[path = "common/skip.rs"]
 mod skip;
+#[path = "common/tempdir.rs"]
+mod tempdir;
 
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+use tempdir::TempDir;
 
 use iii::sandbox::namespace::{self, NamespaceSandbox, Options};
 use iii::sandbox::{
     Network, ProcessSpec, Resources, Sandbox, SandboxSpec, Stdio, User, WorkerExit,
 };
-
-static COUNTER: AtomicU32 = AtomicU32::new(0);
-
-/// A unique directory under target/tmp (not /tmp: the sandbox mounts its own /tmp, which
-/// would hide a host path there for the wrong reason), removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let p = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
-            "sbx-{tag}-{}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        fs::remove_dir_all(&self.0).ok();
-    }
-}
 
 fn can_run() -> bool {
     // SAFETY: geteuid has no preconditions.

@@ -4,37 +4,19 @@
 #[macro_use]
 #[path = "common/skip.rs"]
 mod skip;
+#[path = "common/tempdir.rs"]
+mod tempdir;
 
 use std::ffi::CString;
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
+use tempdir::TempDir;
 
 use iii::oci::unpack::{
     apply_layer, decompress, remove_tree, Compression, LayerStats, UnpackOptions,
 };
-
-/// A fresh directory removed when the test ends, pass or fail.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let n = N.fetch_add(1, Ordering::Relaxed);
-        let p = std::env::temp_dir().join(format!("iii-unpack-{tag}-{}-{n}", std::process::id()));
-        let _ = fs::remove_dir_all(&p);
-        fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
 
 fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.

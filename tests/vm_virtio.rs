@@ -5,6 +5,8 @@
 #[macro_use]
 #[path = "common/skip.rs"]
 mod skip;
+#[path = "common/tempdir.rs"]
+mod tempdir;
 
 mod vm_support;
 
