@@ -49,21 +49,10 @@ cleanup() {
     rm -rf "$WORK"
 }
 trap cleanup EXIT
-cat >"$WORK/reg.yml" <<YML
-version: 0.1
-log: {level: info, formatter: text}
-storage: {filesystem: {rootdirectory: $WORK/reg-data}}
-http: {addr: 127.0.0.1:0}
-YML
-docker-registry serve "$WORK/reg.yml" >"$WORK/reg.log" 2>&1 &
-REG_PID=$!
-for _ in $(seq 200); do
-    PORT=$(grep -o 'listening on 127.0.0.1:[0-9]*' "$WORK/reg.log" | head -1 | cut -d: -f2 || true)
-    [ -n "$PORT" ] && break
-    sleep 0.05
-done
-[ -n "${PORT:-}" ] || { echo "registry did not start" >&2; cat "$WORK/reg.log" >&2; exit 1; }
-REG=127.0.0.1:$PORT
+source scripts/lib/registry.sh
+start_registry "$WORK/registry"
+REG_PID=$REGISTRY_PID
+REG=$REGISTRY
 IMAGE=$REG/bench/debian:1
 
 # 3. Push with the plain distribution API.

@@ -35,20 +35,10 @@ cleanup() {
 trap cleanup EXIT
 
 # 1. Registry, image, worker.
-cat >"$work/registry.yml" <<YML
-version: 0.1
-storage: {filesystem: {rootdirectory: $work/registry-data}}
-http: {addr: 127.0.0.1:0}
-YML
-docker-registry serve "$work/registry.yml" 2>"$work/registry.log" &
-pids+=($!)
-port=
-for _ in $(seq 100); do
-    port=$(grep -o 'listening on 127.0.0.1:[0-9]*' "$work/registry.log" | head -1 | cut -d: -f2 || true)
-    [ -n "$port" ] && break
-    sleep 0.05
-done
-[ -n "$port" ] || { echo "registry did not start" >&2; exit 1; }
+source scripts/lib/registry.sh
+start_registry "$work/registry"
+pids+=("$REGISTRY_PID")
+port=${REGISTRY##*:}
 scripts/push-demo-image.sh "127.0.0.1:$port" bench/busybox 1.0 >/dev/null
 export III_HOME=$work/store
 mkdir -p "$work/project"

@@ -20,21 +20,10 @@ trap cleanup EXIT
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 
 step "starting a local registry (Debian's docker-registry) on 127.0.0.1"
-cat >"$demo/registry.yml" <<YML
-version: 0.1
-log: {level: info}
-storage: {filesystem: {rootdirectory: $demo/registry-data}}
-http: {addr: 127.0.0.1:0}
-YML
-docker-registry serve "$demo/registry.yml" >"$demo/registry.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 100); do
-    port=$(grep -o 'listening on 127.0.0.1:[0-9]*' "$demo/registry.log" | head -1 | cut -d: -f2 || true)
-    [ -n "$port" ] && break
-    sleep 0.05
-done
-[ -n "${port:-}" ] || { echo "registry did not start" >&2; cat "$demo/registry.log" >&2; exit 1; }
-registry=127.0.0.1:$port
+source scripts/lib/registry.sh
+start_registry "$demo/registry"
+pids+=("$REGISTRY_PID")
+registry=$REGISTRY
 echo "registry at $registry"
 
 step "building a worker image (static busybox + a tiny worker) and pushing it"
