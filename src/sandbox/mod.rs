@@ -102,6 +102,29 @@ pub struct SandboxSpec {
     pub engine_addr: SocketAddr,
 }
 
+impl SandboxSpec {
+    /// What both backends refuse before touching anything: a name that cannot be a hostname,
+    /// an image root that is not a directory.
+    pub fn check(&self) -> Result<()> {
+        let name = &self.name;
+        if name.is_empty() || name.contains('/') || name.len() > 63 {
+            return Err(crate::err!("worker name {name:?} cannot be a hostname"));
+        }
+        if !self.image_root.is_dir() {
+            return Err(crate::err!(
+                "worker {name}: image root {} is not a directory",
+                self.image_root.display()
+            ));
+        }
+        Ok(())
+    }
+
+    /// `<worker_dir>/layer/`: the worker's writable layer (kept across restarts).
+    pub fn layer_dir(&self) -> PathBuf {
+        self.worker_dir.join(WRITABLE_LAYER_DIR)
+    }
+}
+
 /// Where the worker's stdout and stderr go (e.g. the write ends of pipes the log writer reads).
 #[derive(Debug)]
 pub struct Stdio {

@@ -153,17 +153,9 @@ pub fn start(spec: &SandboxSpec, stdio: Stdio) -> Result<NamespaceSandbox> {
 
 /// [`start`] with backend options.
 pub fn start_with(spec: &SandboxSpec, stdio: Stdio, opts: &Options) -> Result<NamespaceSandbox> {
+    spec.check()?;
     let name = &spec.name;
-    if name.is_empty() || name.contains('/') || name.len() > 63 {
-        return Err(err!("worker name {name:?} cannot be a hostname"));
-    }
-    if !spec.image_root.is_dir() {
-        return Err(err!(
-            "worker {name}: image root {} is not a directory",
-            spec.image_root.display()
-        ));
-    }
-    let layer = spec.worker_dir.join("layer");
+    let layer = spec.layer_dir();
     let (upper, work, merged) = (
         layer.join("upper"),
         layer.join("work"),

@@ -134,16 +134,8 @@ pub fn machine_size(res: &crate::sandbox::Resources) -> (u32, u64) {
 /// The caller's contract is the `namespace` backend's: keep the sandbox until `wait` returns
 /// or drop it (which stops the VM).
 pub fn start(spec: &SandboxSpec, stdio: Stdio, opts: &Options) -> Result<VmSandbox> {
+    spec.check()?;
     let name = &spec.name;
-    if name.is_empty() || name.contains('/') || name.len() > 63 {
-        return Err(err!("worker name {name:?} cannot be a hostname"));
-    }
-    if !spec.image_root.is_dir() {
-        return Err(err!(
-            "worker {name}: image root {} is not a directory",
-            spec.image_root.display()
-        ));
-    }
     let wrap = |e: crate::Error| err!("worker {name}: {}", e.message());
     super::check_host(&opts.kvm_device).map_err(wrap)?;
     if !opts.kernel.is_file() {
