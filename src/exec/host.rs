@@ -4,6 +4,9 @@
 //! over the sandbox's control channel as one `OpenRequest::Exec` stream, to init's exec
 //! server; flow control holds end to end, and when the client goes away the stream closes and
 //! init kills the command.
+//!
+//! The `vm` backend uses this; a `namespace` sandbox hands the connection itself to init
+//! instead ([`super::door`]), which saves the monitor's relay.
 
 use std::os::unix::net::UnixStream;
 

@@ -1011,10 +1011,16 @@ impl Pump {
 /// owner to attach to the control channel's multiplexer (`OpenRequest::Exec`).
 pub fn serve_stream(ctx: ExecContext) -> std::io::Result<UnixStream> {
     let (ours, theirs) = UnixStream::pair()?;
+    serve_stream_on(ours, ctx)?;
+    Ok(theirs)
+}
+
+/// Serve the exec connection `conn` (blocking) on a new thread.
+pub fn serve_stream_on(conn: UnixStream, ctx: ExecContext) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("exec".into())
-        .spawn(move || serve_connection(ours, &ctx))?;
-    Ok(theirs)
+        .spawn(move || serve_connection(conn, &ctx))?;
+    Ok(())
 }
 
 /// Serve one exec connection that carries one exec stream: read the `Open`, run the command,

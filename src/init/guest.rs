@@ -48,7 +48,7 @@ pub fn run() -> ! {
     match bring_up() {
         Ok((chan, relay)) => {
             // The exit code is the host's to report: it has it from the channel.
-            let _code = super::run_on(chan);
+            let _code = super::run_on(chan, None);
             // The worker's exit went into the channel; let the relay write it to the console.
             wait_relay(relay, Duration::from_secs(5));
         }

@@ -5,7 +5,9 @@
 //! `namespace`: overlay root, pivot_root, /proc, /dev, hostname, loopback), starts the worker,
 //! then serves until the worker exits: it reaps every zombie in the sandbox, forwards signals
 //! it receives (SIGTERM, SIGINT, …) to the worker, carries engine-link connections
-//! (127.0.0.1:<engine port> inside → the host engine) over the channel, and finally reports
+//! (127.0.0.1:<engine port> inside → the host engine) over the channel, serves `iii worker
+//! exec` (streams on the channel, or in `namespace` sandboxes the client's own connection,
+//! handed over on the exec door, fd 4: see `crate::exec::door`), and finally reports
 //! the worker's exit status and exits with it. EOF on the channel means the host side died:
 //! init exits at once, and the kernel kills every process of the sandbox with it.
 
@@ -32,6 +34,7 @@ pub use crate::sandbox::namespace::process::{INIT_ARG, INIT_CONTROL_FD};
 
 const SIGNALS: Token = Token(1);
 const LISTENER: Token = Token(2);
+const EXEC_DOOR: Token = Token(3);
 
 /// Signals init forwards to the worker (SIGCHLD is init's own: reaping).
 const FORWARDED: &[libc::c_int] = &[
@@ -62,20 +65,26 @@ pub fn entry() -> Option<i32> {
 }
 
 fn run() -> i32 {
-    // Only fds 0–3 are ours; anything else leaked from the host side must not reach the worker.
+    // Only fds 0–4 are ours; anything else leaked from the host side must not reach the worker.
     // SAFETY: close_range takes plain integers.
-    unsafe { libc::syscall(libc::SYS_close_range, 4u32, u32::MAX, 0u32) };
+    unsafe { libc::syscall(libc::SYS_close_range, 5u32, u32::MAX, 0u32) };
     // SAFETY: fd 3 is the control channel our parent set up; we take ownership of it.
     let chan = unsafe { UnixStream::from_raw_fd(INIT_CONTROL_FD) };
-    // The worker must not inherit the channel.
-    // SAFETY: fcntl on our own fd.
-    unsafe { libc::fcntl(INIT_CONTROL_FD, libc::F_SETFD, libc::FD_CLOEXEC) };
-    run_on(chan)
+    // SAFETY: fd 4 is the exec door our parent set up; we take ownership of it.
+    let door = unsafe { OwnedFd::from_raw_fd(process::INIT_EXEC_DOOR_FD) };
+    // The worker must not inherit the channel or the door.
+    // SAFETY: fcntl on our own fds.
+    unsafe {
+        libc::fcntl(INIT_CONTROL_FD, libc::F_SETFD, libc::FD_CLOEXEC);
+        libc::fcntl(process::INIT_EXEC_DOOR_FD, libc::F_SETFD, libc::FD_CLOEXEC);
+    }
+    run_on(chan, Some(door))
 }
 
 /// The init loop on a control channel `chan` (close-on-exec): read `Start`, set up, start the
-/// worker, serve until it exits. Shared by both backends; returns init's exit code.
-fn run_on(chan: UnixStream) -> i32 {
+/// worker, serve until it exits. Shared by both backends (only `namespace` has an exec door:
+/// see `crate::exec::door`); returns init's exit code.
+fn run_on(chan: UnixStream, exec_door: Option<OwnedFd>) -> i32 {
     // As PID 1 of a namespace, a signal we neither handle nor block is dropped: block them
     // first, so a SIGTERM that arrives during setup still reaches the worker.
     let signals = match block_signals() {
@@ -120,7 +129,7 @@ fn run_on(chan: UnixStream) -> i32 {
             return report_early_exit(&chan, f.code);
         }
     };
-    match serve(chan, decoder, signals, pid, &cfg) {
+    match serve(chan, exec_door, decoder, signals, pid, &cfg) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("iii-init: {e}");
@@ -243,6 +252,7 @@ fn setup(cfg: &InitConfig, chan: &UnixStream, dec: &mut Decoder) -> Result<()> {
 /// Serve until the worker exits; returns init's exit code (the worker's, or 128+signal).
 fn serve(
     chan: UnixStream,
+    exec_door: Option<OwnedFd>,
     decoder: Decoder,
     signals: OwnedFd,
     worker: libc::pid_t,
@@ -274,6 +284,21 @@ fn serve(
         None => None,
     };
     let exec_ctx = exec::ExecContext::from_init(cfg);
+    let mut exec_door = exec_door;
+    if let Some(door) = &exec_door {
+        let fd = door.as_raw_fd();
+        // SAFETY: F_GETFL/F_SETFL on our own fd.
+        unsafe {
+            libc::fcntl(
+                fd,
+                libc::F_SETFL,
+                libc::fcntl(fd, libc::F_GETFL) | libc::O_NONBLOCK,
+            )
+        };
+        poll.registry()
+            .register(&mut SourceFd(&fd), EXEC_DOOR, Interest::READABLE)
+            .map_err(|e| err!("init: registering the exec door: {e}"))?;
+    }
     let mut worker_status: Option<Status> = None;
     let mut events = Events::with_capacity(64);
     let initial = mux.drain_decoded(poll.registry());
@@ -358,7 +383,42 @@ fn serve(
                         }
                     }
                 }
+                EXEC_DOOR => {
+                    if !take_exec_clients(exec_door.as_ref(), &exec_ctx) {
+                        // The host closed its end (it keeps it as long as the sandbox runs).
+                        if let Some(door) = exec_door.take() {
+                            let _ = poll.registry().deregister(&mut SourceFd(&door.as_raw_fd()));
+                        }
+                    }
+                }
                 t => pending.extend(mux.handle(poll.registry(), t)),
+            }
+        }
+    }
+}
+
+/// Serve every exec client connection waiting at the door, each on a thread of its own
+/// talking exec frames with the client directly. Returns `false` once the door is closed.
+fn take_exec_clients(door: Option<&OwnedFd>, ctx: &exec::ExecContext) -> bool {
+    use std::os::fd::AsFd;
+    let Some(door) = door else { return false };
+    loop {
+        match crate::exec::door::recv(door.as_fd()) {
+            Ok(Some(conn)) => {
+                // The host's accepted socket may carry its non-blocking flag; the exec server
+                // reads and writes it blocking (a slow client then holds the command back).
+                if conn.set_nonblocking(false).is_err() {
+                    continue;
+                }
+                if let Err(e) = exec::serve_stream_on(conn, ctx.clone()) {
+                    eprintln!("iii-init: exec: starting a thread: {e}");
+                }
+            }
+            Ok(None) => return true,
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return false,
+            Err(e) => {
+                eprintln!("iii-init: exec door: {e}");
+                return false;
             }
         }
     }

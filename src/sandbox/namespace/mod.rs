@@ -63,6 +63,8 @@ pub struct NamespaceSandbox {
     shared: Arc<Mutex<HostState>>,
     thread: Option<JoinHandle<()>>,
     control: ControlHandle,
+    /// Where exec clients' connections are handed to init (`crate::exec::door`).
+    exec_door: Arc<std::os::fd::OwnedFd>,
     exit: Option<WorkerExit>,
 }
 
@@ -172,6 +174,7 @@ pub fn start_with(spec: &SandboxSpec, stdio: Stdio, opts: &Options) -> Result<Na
         .with_context(|| format!("opening the init binary {}", exe_path.display()))?;
     let devnull = File::open("/dev/null").context("opening /dev/null")?;
     let (host_end, init_end) = UnixStream::pair().context("creating the control channel")?;
+    let (door_host, door_init) = crate::exec::door::pair().context("creating the exec door")?;
 
     let engine_port = (spec.network == Network::Isolated).then_some(spec.engine_addr.port());
     let cfg = InitConfig {
@@ -202,6 +205,7 @@ pub fn start_with(spec: &SandboxSpec, stdio: Stdio, opts: &Options) -> Result<Na
         flags,
         process::InitFds {
             control: &init_fd,
+            exec_door: &door_init,
             stdin: &stdin_fd,
             stdout: &stdio.stdout,
             stderr: &stdio.stderr,
@@ -209,6 +213,7 @@ pub fn start_with(spec: &SandboxSpec, stdio: Stdio, opts: &Options) -> Result<Na
     )
     .with_context(|| format!("worker {name}: creating the sandbox's namespaces"))?;
     drop(init_fd);
+    drop(door_init);
     drop(stdio);
 
     // From here a failure must not leave init behind.
@@ -262,6 +267,7 @@ pub fn start_with(spec: &SandboxSpec, stdio: Stdio, opts: &Options) -> Result<Na
         shared,
         thread: Some(thread),
         control: ControlHandle { tx, waker },
+        exec_door: Arc::new(door_host),
         exit: None,
     })
 }
@@ -467,7 +473,13 @@ impl Sandbox for NamespaceSandbox {
     }
 
     fn exec_opener(&self) -> Option<crate::sandbox::ExecOpener> {
-        Some(crate::exec::host::opener(self.control.clone()))
+        // Init serves the client's connection itself: no relay through this process.
+        let door = self.exec_door.clone();
+        Some(Box::new(move |conn| {
+            use std::os::fd::AsFd;
+            crate::exec::door::send((*door).as_fd(), conn)
+                .map_err(|e| crate::err!("exec: handing the connection to the sandbox: {e}"))
+        }))
     }
 
     fn pid(&self) -> u32 {

@@ -16,11 +16,13 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 /// The control channel's fd number in init.
 pub const INIT_CONTROL_FD: RawFd = 3;
+/// The exec door's fd number in init (see `crate::exec::door`).
+pub const INIT_EXEC_DOOR_FD: RawFd = 4;
 
 /// The first argument that makes the iii binary run as init.
 pub const INIT_ARG: &str = "__iii_init";
 
-/// Duplicate `fd` to a number ≥ 10, close-on-exec, so that the child's `dup2` onto 0–3 can
+/// Duplicate `fd` to a number ≥ 10, close-on-exec, so that the child's `dup2` onto 0–4 can
 /// never overwrite a source it still needs.
 fn dup_high(fd: RawFd) -> io::Result<OwnedFd> {
     // SAFETY: F_DUPFD_CLOEXEC on a valid fd returns a new fd we own or -1.
@@ -32,9 +34,11 @@ fn dup_high(fd: RawFd) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(new) })
 }
 
-/// The fds init starts with: the control channel as fd 3, and its stdio.
+/// The fds init starts with: the control channel as fd 3, the exec door as fd 4, and its
+/// stdio.
 pub struct InitFds<'a> {
     pub control: &'a OwnedFd,
+    pub exec_door: &'a OwnedFd,
     pub stdin: &'a OwnedFd,
     pub stdout: &'a OwnedFd,
     pub stderr: &'a OwnedFd,
@@ -46,6 +50,7 @@ pub struct InitFds<'a> {
 pub fn clone_init(exe: &File, flags: libc::c_int, fds: InitFds<'_>) -> io::Result<libc::pid_t> {
     // Everything the child touches is prepared here, before the clone.
     let control = dup_high(fds.control.as_raw_fd())?;
+    let door = dup_high(fds.exec_door.as_raw_fd())?;
     let stdin = dup_high(fds.stdin.as_raw_fd())?;
     let stdout = dup_high(fds.stdout.as_raw_fd())?;
     let stderr = dup_high(fds.stderr.as_raw_fd())?;
@@ -57,8 +62,9 @@ pub fn clone_init(exe: &File, flags: libc::c_int, fds: InitFds<'_>) -> io::Resul
     let argv: [*const libc::c_char; 3] = [arg0.as_ptr(), arg1.as_ptr(), std::ptr::null()];
     let envp: [*const libc::c_char; 1] = [std::ptr::null()];
     let empty = CString::new("").expect("no NUL");
-    let (c, i, o, e) = (
+    let (c, d, i, o, e) = (
         control.as_raw_fd(),
+        door.as_raw_fd(),
         stdin.as_raw_fd(),
         stdout.as_raw_fd(),
         stderr.as_raw_fd(),
@@ -88,6 +94,7 @@ pub fn clone_init(exe: &File, flags: libc::c_int, fds: InitFds<'_>) -> io::Resul
             // prctl" check cannot work here; init instead treats EOF on the control channel
             // (the monitor's end closes when it dies) as the monitor's death.
             if libc::dup2(c, INIT_CONTROL_FD) < 0
+                || libc::dup2(d, INIT_EXEC_DOOR_FD) < 0
                 || libc::dup2(i, 0) < 0
                 || libc::dup2(o, 1) < 0
                 || libc::dup2(e, 2) < 0
