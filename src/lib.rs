@@ -9,7 +9,8 @@
 //! - [`sandbox`]: the contract both backends keep; [`sandbox::namespace`] and [`sandbox::vm`].
 //! - [`init`]: iii's own PID 1 inside a sandbox.
 //! - [`protocol`]: the control-channel wire format, used by both ends.
-//! - [`engine`]: the supervisor and its control socket.
+//! - [`engine`]: the supervisor, the per-worker monitor, control sockets and logs.
+//! - [`exec`]: `iii worker exec` — the client, and how its connection reaches init.
 //! - [`cli`]: one file per command, thin.
 #![warn(clippy::undocumented_unsafe_blocks)]
 
