@@ -5,7 +5,7 @@
 //! - [`oci`]: image references, the registry client, the content-addressed store, layer unpacking.
 //! - [`config`]: `config.yaml` — the model, `${VAR}` expansion, flattening, textual editing.
 //! - [`project`]: where a project's files and the per-user store live.
-//! - [`file_lock`]: flock-based locks that die with their holder.
+//! - [`file_lock`]: flock-based locks that die with their holder; [`pid`]: kill(2).
 //! - [`sandbox`]: the contract both backends keep; [`sandbox::namespace`] and [`sandbox::vm`].
 //! - [`init`]: iii's own PID 1 inside a sandbox.
 //! - [`protocol`]: the control-channel wire format, used by both ends.
@@ -22,6 +22,7 @@ pub mod exec;
 pub mod file_lock;
 pub mod init;
 pub mod oci;
+pub mod pid;
 pub mod project;
 pub mod protocol;
 pub mod sandbox;

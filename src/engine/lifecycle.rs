@@ -95,9 +95,8 @@ pub fn stop_monitor(dir: &Path, st: &WorkerState, timeout: Duration) -> Result<S
         None => {
             // No control socket (still starting): the monitor takes SIGTERM as "stop".
             if let Some(pid) = st.monitor_pid {
-                // SAFETY: kill has no memory-safety preconditions; liveness was checked with
-                // the PID's start time just before.
-                unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+                // Liveness was checked with the PID's start time just before.
+                let _ = crate::pid::kill(pid as i32, libc::SIGTERM);
             }
             StopOutcome::Stopped
         }
@@ -108,8 +107,8 @@ pub fn stop_monitor(dir: &Path, st: &WorkerState, timeout: Duration) -> Result<S
     while st.monitor_alive() {
         if Instant::now() >= deadline {
             if let Some(pid) = st.monitor_pid {
-                // SAFETY: as above; the sandbox dies with its monitor.
-                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+                // As above; the sandbox dies with its monitor.
+                let _ = crate::pid::kill(pid as i32, libc::SIGKILL);
             }
             std::thread::sleep(Duration::from_millis(100));
             break;

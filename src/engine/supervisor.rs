@@ -382,8 +382,7 @@ impl Engine {
             Ok(Some(_)) => lifecycle::StopOutcome::Stopped,
             // Still starting (no socket yet) or ending: the monitor takes SIGTERM as "stop".
             _ => {
-                // SAFETY: kill has no memory-safety preconditions.
-                unsafe { libc::kill(mon as i32, libc::SIGTERM) };
+                let _ = crate::pid::kill(mon as i32, libc::SIGTERM);
                 lifecycle::StopOutcome::Stopped
             }
         };
@@ -392,9 +391,8 @@ impl Engine {
         let mut c = guard(&slot.ctl);
         while c.monitor == Some(mon) {
             if Instant::now() >= deadline {
-                // SAFETY: kill has no memory-safety preconditions; `mon` is our unreaped child,
-                // so its PID cannot have been reused.
-                unsafe { libc::kill(mon as i32, libc::SIGKILL) };
+                // `mon` is our unreaped child, so its PID cannot have been reused.
+                let _ = crate::pid::kill(mon as i32, libc::SIGKILL);
             }
             c = slot
                 .cv

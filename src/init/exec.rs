@@ -796,8 +796,8 @@ impl Pump {
 
     fn kill_group(&self, signal: i32) {
         if self.exited.is_none() {
-            // SAFETY: kill has no memory-safety preconditions; the group is the command's own.
-            unsafe { libc::kill(-self.pid, signal) };
+            // The group is the command's own (it is its process group leader).
+            let _ = crate::pid::kill(-self.pid, signal);
         }
     }
 

@@ -167,14 +167,8 @@ pub trait Sandbox: Send {
     fn signaller(&self) -> Signaller {
         let pid = self.pid();
         std::sync::Arc::new(move |signal| {
-            // SAFETY: kill has no memory-safety preconditions.
-            if unsafe { libc::kill(pid as libc::pid_t, signal) } != 0 {
-                return Err(crate::err!(
-                    "sending signal {signal} to pid {pid}: {}",
-                    std::io::Error::last_os_error()
-                ));
-            }
-            Ok(())
+            crate::pid::kill(pid as i32, signal)
+                .map_err(|e| crate::err!("sending signal {signal} to pid {pid}: {e}"))
         })
     }
 }

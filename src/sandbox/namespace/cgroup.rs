@@ -280,10 +280,7 @@ fn sweep_stale(parent: &Path, leaf: &str) {
         let (Ok(pid), Ok(_)) = (pid.parse::<i32>(), n.parse::<u64>()) else {
             continue;
         };
-        // SAFETY: kill with signal 0 only checks whether the process exists.
-        let alive = unsafe { libc::kill(pid, 0) } == 0
-            || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
-        if !alive {
+        if !crate::pid::exists(pid) {
             fs::remove_dir(e.path()).ok();
         }
     }

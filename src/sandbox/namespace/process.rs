@@ -158,11 +158,4 @@ pub fn reap_any() -> Option<(libc::pid_t, Status)> {
     (r > 0).then(|| (r, decode_status(status)))
 }
 
-/// Send `signal` to `pid`.
-pub fn kill(pid: libc::pid_t, signal: i32) -> io::Result<()> {
-    // SAFETY: kill takes plain integers.
-    if unsafe { libc::kill(pid, signal) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
+pub use crate::pid::kill;
