@@ -359,16 +359,9 @@ fn prepare(
 }
 
 fn pipe() -> Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0i32; 2];
-    // SAFETY: `fds` has room for the two descriptors pipe2 writes.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(crate::err!(
-            "creating the log pipe: {}",
-            std::io::Error::last_os_error()
-        ));
-    }
-    // SAFETY: both descriptors were just created by pipe2 and are owned by nobody else.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+    // std's pipe is close-on-exec on both ends, as the sandbox's stdio hand-off expects.
+    let (rd, wr) = std::io::pipe().context("creating the log pipe")?;
+    Ok((rd.into(), wr.into()))
 }
 
 /// The log thread: worker output → `log`. Returns a receiver that yields when it is done.

@@ -39,8 +39,8 @@ impl Progress for NoProgress {
 
 /// The renderer that suits stderr: bars on a terminal, lines otherwise.
 pub fn for_stderr() -> Box<dyn Progress> {
-    // SAFETY: isatty only inspects the descriptor number.
-    if unsafe { libc::isatty(2) } == 1 {
+    use std::io::IsTerminal;
+    if std::io::stderr().is_terminal() {
         Box::new(BarProgress::new(std::io::stderr()))
     } else {
         Box::new(PlainProgress::new(std::io::stderr()))
