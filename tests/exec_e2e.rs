@@ -5,6 +5,8 @@
 //! The exhaustive exec behaviour is covered against a directly started sandbox (exec_pipe,
 //! exec_tty); this test proves the whole path, monitor included.
 
+#[path = "common/feed.rs"]
+mod feed;
 #[macro_use]
 #[path = "common/skip.rs"]
 mod skip;
@@ -41,21 +43,7 @@ impl Project {
     }
 
     fn iii(&self, args: &[&str], stdin: &[u8]) -> Output {
-        let mut child = self
-            .command(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("running iii");
-        let mut input = child.stdin.take().unwrap();
-        let data = stdin.to_vec();
-        let feeder = std::thread::spawn(move || {
-            let _ = input.write_all(&data);
-        });
-        let out = child.wait_with_output().unwrap();
-        feeder.join().unwrap();
-        out
+        feed::output_with_stdin(&mut self.command(args), stdin)
     }
 
     fn monitors(&self) -> Vec<i32> {

@@ -1,6 +1,8 @@
 //! `iii worker exec` in pipe mode against a busybox worker: exit codes, byte-exact streams,
 //! `-e`/`-w`, timeouts, concurrency, Ctrl-C, and no processes left behind.
 
+#[path = "common/feed.rs"]
+mod feed;
 #[macro_use]
 #[path = "common/skip.rs"]
 mod skip;

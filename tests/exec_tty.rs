@@ -1,6 +1,8 @@
 //! `iii worker exec` in TTY mode: the CLI runs on a real pseudo-terminal opened by the test
 //! (its controlling terminal), the command gets a pty inside the worker.
 
+#[path = "common/feed.rs"]
+mod feed;
 #[macro_use]
 #[path = "common/skip.rs"]
 mod skip;

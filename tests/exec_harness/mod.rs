@@ -14,7 +14,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -182,21 +182,7 @@ impl Worker {
 
     /// Run an exec in pipe mode with `stdin` bytes; capture stdout and stderr.
     pub fn exec(&self, args: &[&str], stdin: &[u8]) -> Output {
-        let mut child = self
-            .exec_cmd(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut input = child.stdin.take().unwrap();
-        let data = stdin.to_vec();
-        let feeder = std::thread::spawn(move || {
-            let _ = input.write_all(&data);
-        });
-        let out = child.wait_with_output().unwrap();
-        feeder.join().unwrap();
-        out
+        crate::feed::output_with_stdin(&mut self.exec_cmd(args), stdin)
     }
 
     /// PIDs of processes running "inside" (carrying this worker's marker), optionally only
