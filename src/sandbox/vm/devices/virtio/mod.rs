@@ -121,14 +121,24 @@ pub struct DeviceWorker {
 }
 
 impl DeviceWorker {
-    /// Run `body(stop)` on a new thread named `name`; `body` must return soon after `stop`
-    /// becomes readable.
-    pub fn spawn(name: &str, body: impl FnOnce(&EventFd) + Send + 'static) -> Result<DeviceWorker> {
+    /// Serve an activated device: run `body(act, stop)` on a new thread named `name`. `body`
+    /// must return soon after `stop` becomes readable; if it fails (bad driver input, a host
+    /// I/O error), the device is marked as needing a reset instead of taking the VMM down.
+    pub fn spawn(
+        name: &str,
+        act: Activation,
+        body: impl FnOnce(Activation, &EventFd) -> Result<()> + Send + 'static,
+    ) -> Result<DeviceWorker> {
         let stop = Arc::new(EventFd::new()?);
         let s = stop.clone();
         let handle = std::thread::Builder::new()
             .name(name.to_string())
-            .spawn(move || body(&s))
+            .spawn(move || {
+                let interrupt = act.interrupt.clone();
+                if body(act, &s).is_err() {
+                    interrupt.device_failed();
+                }
+            })
             .map_err(|e| crate::err!("spawning {name} thread: {e}"))?;
         Ok(DeviceWorker {
             stop,

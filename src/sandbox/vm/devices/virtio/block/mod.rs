@@ -89,11 +89,8 @@ impl VirtioDevice for Block {
             read_only: self.read_only,
             id: self.id.clone(),
         };
-        self.worker = Some(DeviceWorker::spawn("vm-block", move |stop| {
-            let interrupt = act.interrupt.clone();
-            if serve(act, disk, stop).is_err() {
-                interrupt.device_failed();
-            }
+        self.worker = Some(DeviceWorker::spawn("vm-block", act, move |act, stop| {
+            serve(act, disk, stop)
         })?);
         Ok(())
     }

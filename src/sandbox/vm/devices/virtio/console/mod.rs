@@ -59,11 +59,8 @@ impl VirtioDevice for Console {
         stream
             .set_nonblocking(true)
             .context("setting the console stream non-blocking")?;
-        self.worker = Some(DeviceWorker::spawn("vm-console", move |stop| {
-            let interrupt = act.interrupt.clone();
-            if serve(act, stream, stop).is_err() {
-                interrupt.device_failed();
-            }
+        self.worker = Some(DeviceWorker::spawn("vm-console", act, move |act, stop| {
+            serve(act, stream, stop)
         })?);
         Ok(())
     }
