@@ -2,10 +2,13 @@
 //! the engine port, errors that stop one worker (and only it), unknown names, empty lists.
 //! The engine process is ended by PID in a Drop guard.
 
+#[path = "common/engine.rs"]
+mod engine;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+
+use engine::Engine;
 
 /// A temporary project directory, removed on drop.
 struct TempProject(PathBuf);
@@ -45,76 +48,13 @@ impl TempProject {
     }
 
     fn engine(&self) -> Engine {
-        let log = self.0.join("engine.log");
-        let child = self
-            .command(&[])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("starting the engine");
-        Engine {
-            child: Some(child),
-            log,
-        }
+        Engine::spawn(self.command(&[]), self.0.join("engine.log"))
     }
 }
 
 impl Drop for TempProject {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-struct Engine {
-    child: Option<Child>,
-    log: PathBuf,
-}
-
-impl Engine {
-    fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn wait_stderr(&self, needle: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let s = self.stderr();
-            if s.contains(needle) {
-                return s;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "engine never said {needle:?}: {s}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.as_ref().unwrap().id()
-    }
-
-    /// SIGTERM, then the exit status (SIGKILL if it does not exit in time).
-    fn terminate(&mut self) -> Option<std::process::ExitStatus> {
-        let mut child = self.child.take()?;
-        // SAFETY: kill has no memory-safety preconditions; the child is not yet reaped.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(st)) = child.try_wait() {
-                return Some(st);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        None
-    }
-}
-
-impl Drop for Engine {
-    fn drop(&mut self) {
-        self.terminate();
     }
 }
 
@@ -126,7 +66,7 @@ fn stderr(o: &Output) -> String {
 fn a_second_engine_refuses_and_sigterm_exits_0() {
     let p = TempProject::new("engine: {port: 0}\nworkers: []\n");
     let mut engine = p.engine();
-    engine.wait_stderr("iii engine: ws://127.0.0.1:");
+    engine.wait_stderr("iii engine: ws://127.0.0.1:", 10);
     let out = p.iii(&[]);
     assert_eq!(out.status.code(), Some(1));
     let e = stderr(&out);
@@ -148,7 +88,7 @@ fn a_second_engine_refuses_and_sigterm_exits_0() {
     assert!(!p.path().join(".iii/engine.sock").exists());
     // The lock went with it: a new engine starts.
     let mut again = p.engine();
-    again.wait_stderr("iii engine: ws://127.0.0.1:");
+    again.wait_stderr("iii engine: ws://127.0.0.1:", 10);
     assert_eq!(again.terminate().unwrap().code(), Some(0));
 }
 
@@ -187,7 +127,7 @@ fn a_missing_variable_fails_that_worker_with_a_clear_message() {
         "engine: {port: 0}\nworkers:\n  - name: bad\n    image: 127.0.0.1:1/x/y:1\n    config:\n      TOKEN: ${III_TEST_SURELY_UNSET_VAR}\n",
     );
     let engine = p.engine();
-    let log = engine.wait_stderr("III_TEST_SURELY_UNSET_VAR");
+    let log = engine.wait_stderr("III_TEST_SURELY_UNSET_VAR", 10);
     let line = log
         .lines()
         .find(|l| l.contains("III_TEST_SURELY_UNSET_VAR"))

@@ -5,6 +5,8 @@
 //! SIGKILL), and every monitor recorded under the project's `.iii/` (a worker's sandbox dies
 //! with its monitor).
 
+#[path = "common/engine.rs"]
+mod engine;
 #[macro_use]
 #[path = "common/skip.rs"]
 mod skip;
@@ -21,6 +23,8 @@ use serde_json::Value;
 use support::image::{busybox_layer, Comp, Format, Image};
 use support::registry::{Auth, Registry};
 use support::TempDir;
+
+use engine::Engine;
 
 /// A worker that greets, then ticks five times a second, forever.
 const TICKER: &str =
@@ -190,17 +194,10 @@ impl Project {
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let log = self.path().join(format!("engine-{n}.log"));
         let mut c = self.command(&[]);
-        c.stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap());
         for (k, v) in env {
             c.env(k, v);
         }
-        let child = c.spawn().expect("starting the engine");
-        Engine {
-            child: Some(child),
-            log,
-        }
+        Engine::spawn(c, log)
     }
 }
 
@@ -216,84 +213,6 @@ impl Drop for Project {
                 unsafe { libc::kill(monitor as i32, libc::SIGKILL) };
             }
         }
-    }
-}
-
-/// The engine process; SIGTERM then SIGKILL on drop.
-struct Engine {
-    child: Option<Child>,
-    log: PathBuf,
-}
-
-impl Engine {
-    fn pid(&self) -> u32 {
-        self.child.as_ref().unwrap().id()
-    }
-
-    fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn wait_stderr(&self, needle: &str, secs: u64) -> String {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        loop {
-            let s = self.stderr();
-            if s.contains(needle) {
-                return s;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "engine never said {needle:?}: {s}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn signal(&self, sig: i32) {
-        // SAFETY: kill has no memory-safety preconditions; the child is not yet reaped.
-        unsafe { libc::kill(self.pid() as i32, sig) };
-    }
-
-    fn wait_exit_after(&mut self, sig: i32, secs: u64) -> std::process::ExitStatus {
-        self.signal(sig);
-        self.wait_exit(secs)
-    }
-
-    /// Wait for the engine to exit (after a signal); its exit status.
-    fn wait_exit(&mut self, secs: u64) -> std::process::ExitStatus {
-        let child = self.child.as_mut().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        loop {
-            if let Some(st) = child.try_wait().unwrap() {
-                self.child = None;
-                return st;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "engine did not exit: {}",
-                self.stderr()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Engine {
-    fn drop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        // SAFETY: kill has no memory-safety preconditions; the child is not yet reaped.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
     }
 }
 
