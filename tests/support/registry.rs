@@ -141,25 +141,20 @@ impl Registry {
         let mut tls_cert = None;
         if let Some(san) = tls {
             let (key, cert) = (dir.path().join("tls.key"), dir.path().join("tls.crt"));
-            let out = Command::new("openssl")
-                .args([
-                    "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-                ])
-                .args(["-subj", "/CN=127.0.0.1", "-addext", &san])
-                // A server certificate, not a CA: rustls refuses a CA as the end entity.
-                .args(["-addext", "basicConstraints=critical,CA:FALSE"])
-                .args(["-addext", "extendedKeyUsage=serverAuth"])
-                .arg("-keyout")
-                .arg(&key)
-                .arg("-out")
-                .arg(&cert)
-                .stdin(Stdio::null())
-                .output()
-                .expect("running openssl req");
-            assert!(
-                out.status.success(),
-                "openssl req: {}",
-                String::from_utf8_lossy(&out.stderr)
+            self_signed(
+                &key,
+                &cert,
+                &[
+                    "-subj",
+                    "/CN=127.0.0.1",
+                    "-addext",
+                    &san,
+                    // A server certificate, not a CA: rustls refuses a CA as the end entity.
+                    "-addext",
+                    "basicConstraints=critical,CA:FALSE",
+                    "-addext",
+                    "extendedKeyUsage=serverAuth",
+                ],
             );
             tls_yaml = format!(
                 ", tls: {{certificate: {}, key: {}}}",
@@ -282,22 +277,10 @@ impl TokenIssuer {
     fn start(dir: &Path, user: &str, pass: &str) -> TokenIssuer {
         let key_path = dir.join("token.key");
         let cert_path = dir.join("token.crt");
-        let out = Command::new("openssl")
-            .args([
-                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-            ])
-            .args(["-subj", "/CN=iii-test-token-issuer"])
-            .arg("-keyout")
-            .arg(&key_path)
-            .arg("-out")
-            .arg(&cert_path)
-            .stdin(Stdio::null())
-            .output()
-            .expect("running openssl req");
-        assert!(
-            out.status.success(),
-            "openssl req: {}",
-            String::from_utf8_lossy(&out.stderr)
+        self_signed(
+            &key_path,
+            &cert_path,
+            &["-subj", "/CN=iii-test-token-issuer"],
         );
         // The PEM body is the base64 of the DER certificate: exactly what x5c carries.
         let pem = std::fs::read_to_string(&cert_path).unwrap();
@@ -496,4 +479,26 @@ pub fn decode_basic(header: &str) -> Option<(String, String)> {
     let s = String::from_utf8(raw).ok()?;
     let (u, p) = s.split_once(':')?;
     Some((u.to_string(), p.to_string()))
+}
+
+/// A fresh RSA key and a self-signed certificate for it (`openssl req -x509`), with `extra`
+/// arguments such as the subject and extensions.
+fn self_signed(key: &Path, cert: &Path, extra: &[&str]) {
+    let out = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ])
+        .args(extra)
+        .arg("-keyout")
+        .arg(key)
+        .arg("-out")
+        .arg(cert)
+        .stdin(Stdio::null())
+        .output()
+        .expect("running openssl req");
+    assert!(
+        out.status.success(),
+        "openssl req: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
