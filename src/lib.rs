@@ -9,7 +9,8 @@
 //! - [`sandbox`]: the contract both backends keep; [`sandbox::namespace`] and [`sandbox::vm`].
 //! - [`init`]: iii's own PID 1 inside a sandbox.
 //! - [`protocol`]: the control-channel wire format, used by both ends.
-//! - [`engine`]: the supervisor, the per-worker monitor, control sockets and logs.
+//! - [`engine`]: `iii` itself — the process that serves workers and supervises them.
+//! - [`supervisor`]: the container workers' supervisor, per-worker monitor, control sockets, logs.
 //! - [`exec`]: `iii worker exec` — the client, and how its connection reaches init.
 //! - [`cli`]: one file per command, thin.
 #![warn(clippy::undocumented_unsafe_blocks)]
@@ -26,5 +27,6 @@ pub mod pid;
 pub mod project;
 pub mod protocol;
 pub mod sandbox;
+pub mod supervisor;
 
 pub use error::{Context, Error, Result};

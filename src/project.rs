@@ -44,6 +44,16 @@ impl Project {
         self.state_dir.join("workers").join(name)
     }
 
+    /// `.iii/engine.sock`: the running engine's control socket (start/stop/status requests).
+    pub fn engine_socket(&self) -> PathBuf {
+        self.state_dir.join("engine.sock")
+    }
+
+    /// `.iii/engine.lock`: held by the one engine running for this project.
+    pub fn engine_lock(&self) -> PathBuf {
+        self.state_dir.join("engine.lock")
+    }
+
     /// Create `.iii/` (mode 0700) if needed and return it.
     pub fn ensure_state_dir(&self) -> Result<&Path> {
         use std::os::unix::fs::DirBuilderExt;

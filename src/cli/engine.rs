@@ -3,5 +3,5 @@
 use super::Ctx;
 
 pub fn run(ctx: &Ctx) -> crate::Result<i32> {
-    crate::engine::supervisor::run(&ctx.project)
+    crate::engine::run(&ctx.project)
 }

@@ -5,7 +5,7 @@ use argh::FromArgs;
 use super::Ctx;
 use std::io::Write;
 
-use crate::engine::lifecycle;
+use crate::supervisor::lifecycle;
 use crate::Context;
 
 #[derive(FromArgs, Debug)]

@@ -6,7 +6,7 @@ use super::Ctx;
 use std::io::Write;
 
 use crate::config::Config;
-use crate::engine::logs;
+use crate::supervisor::logs;
 
 #[derive(FromArgs, Debug)]
 /// Print a worker's logs (stdout and stderr, in order) on stdout.

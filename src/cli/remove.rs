@@ -46,7 +46,7 @@ fn remove_one(ctx: &Ctx, name: &str, keep_data: bool) -> Result<()> {
     if config.worker(name).is_none() {
         return Err(err!("no worker named {name:?} in {}", path.display()));
     }
-    crate::engine::stop_for_removal(&ctx.project, name)?;
+    crate::supervisor::stop_for_removal(&ctx.project, name)?;
     edit::update_file(path, |text, current| {
         Ok((edit::remove_entry(text, current, name)?, ()))
     })?;

@@ -3,7 +3,7 @@
 use argh::FromArgs;
 
 use super::Ctx;
-use crate::engine::lifecycle;
+use crate::supervisor::lifecycle;
 
 #[derive(FromArgs, Debug)]
 /// Stop then start workers.

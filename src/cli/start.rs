@@ -3,7 +3,7 @@
 use argh::FromArgs;
 
 use super::Ctx;
-use crate::engine::lifecycle;
+use crate::supervisor::lifecycle;
 
 #[derive(FromArgs, Debug)]
 /// Start workers (through the engine when it runs, else detached).

@@ -4,7 +4,7 @@ use argh::FromArgs;
 
 use super::Ctx;
 use crate::config::Config;
-use crate::engine::lifecycle;
+use crate::supervisor::lifecycle;
 
 #[derive(FromArgs, Debug)]
 /// Stop workers: SIGTERM (or the image's StopSignal), then SIGKILL after --time.

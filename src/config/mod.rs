@@ -164,6 +164,20 @@ impl Config {
     pub fn worker(&self, name: &str) -> Option<&WorkerEntry> {
         self.workers.iter().find(|w| w.name == name)
     }
+
+    /// The engine port: `engine.port` in config.yaml, else the port of `III_URL`, else 49134.
+    /// Port 0 asks the kernel for a free one (the engine prints which).
+    pub fn worker_port(&self) -> Result<u16> {
+        if let Some(p) = self.engine.port {
+            return Ok(p);
+        }
+        match std::env::var("III_URL") {
+            Ok(url) if !url.is_empty() => {
+                port_of_url(&url).ok_or_else(|| err!("III_URL={url}: expected ws://HOST:PORT"))
+            }
+            _ => Ok(DEFAULT_WORKER_PORT),
+        }
+    }
 }
 
 impl WorkerEntry {
@@ -176,6 +190,16 @@ impl WorkerEntry {
     ) -> Result<Vec<(String, String)>> {
         flatten::flatten(&self.config, lookup).map_err(|e| err!("worker {}: {e}", self.name))
     }
+}
+
+/// The engine's worker port when neither config.yaml nor `III_URL` names one.
+pub const DEFAULT_WORKER_PORT: u16 = 49134;
+
+fn port_of_url(url: &str) -> Option<u16> {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split('/').next()?;
+    let (_, port) = authority.rsplit_once(':')?;
+    port.parse().ok()
 }
 
 /// `serde_yaml` error → `error: FILE:LINE:COLUMN: message`.
@@ -314,6 +338,18 @@ mod tests {
         let e =
             parse("workers:\n  - {name: a, image: x/y, resources: {memory: 12Q}}\n").unwrap_err();
         assert!(e.to_string().contains("resources.memory"), "{e}");
+    }
+
+    #[test]
+    fn port_comes_from_config_or_url() {
+        assert_eq!(port_of_url("ws://127.0.0.1:5000"), Some(5000));
+        assert_eq!(port_of_url("ws://localhost:49134/x"), Some(49134));
+        assert_eq!(port_of_url("ws://localhost"), None);
+        let cfg = Config {
+            engine: EngineSettings { port: Some(7) },
+            ..Default::default()
+        };
+        assert_eq!(cfg.worker_port().unwrap(), 7);
     }
 
     #[test]

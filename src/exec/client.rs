@@ -39,7 +39,7 @@ pub struct Options {
 /// there (the worker is not running).
 pub fn connect(sock: &Path) -> Result<Option<UnixStream>> {
     // The engine's connect also reaches sockets whose path is too long for sun_path.
-    let Some(mut conn) = crate::engine::control::connect(sock)? else {
+    let Some(mut conn) = crate::supervisor::control::connect(sock)? else {
         return Ok(None);
     };
     conn.write_all(b"{\"op\":\"exec\"}\n")

@@ -1,28 +1,41 @@
-//! The engine (`iii` with no subcommand): starts every worker in `config.yaml`, supervises
-//! each in its own thread, and serves `.iii/engine.sock` for the CLI.
+//! The supervisor of container workers: one thread per worker runs its monitor (the host-side
+//! process that owns the worker's sandbox) and restarts it when the worker ends by itself, with
+//! backoff (1 s doubling to 30 s, back to 1 s after 60 s of healthy running). A stop — from the
+//! CLI, SIGHUP reload or shutdown — clears the worker's "wanted" flag first, so the supervisor
+//! never undoes it. It also serves `.iii/engine.sock`, the CLI's door into a running engine.
 //!
-//! A worker's supervisor thread runs its monitor as a child and restarts it when the worker
-//! ends by itself, with backoff (1 s doubling to 30 s, back to 1 s after 60 s of healthy
-//! running). A stop — from the CLI, SIGHUP reload or shutdown — clears the worker's "wanted"
-//! flag first, so the supervisor never undoes it.
+//! - [`monitor`]: the host-side process that owns one running worker's sandbox.
+//! - [`lifecycle`]: start/stop/restart/list as the CLI uses them, with or without an engine.
+//! - [`spec`]: the worker process (argv, env, user) from image and config, backend-independent.
+//! - [`backend`]: which sandbox backend runs a worker.
+//! - [`logs`], [`state`], [`control`]: the files and sockets under `.iii/`.
 
 use std::collections::HashMap;
-use std::net::TcpListener;
-use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::control::{self, Reply, Request};
-use super::monitor::{self, StartReport};
-use super::{lifecycle, state};
-use crate::config::{Config, WorkerEntry};
-use crate::file_lock::{self, FileLock};
-use crate::project::Project;
-use crate::{Context, Result};
+use control::{Reply, Request};
+use monitor::StartReport;
 
-/// The engine port when neither `engine.port` nor `III_URL` names one.
-pub const DEFAULT_PORT: u16 = 49134;
+use crate::config::{Config, WorkerEntry};
+use crate::project::Project;
+use crate::Result;
+
+pub mod backend;
+pub mod control;
+pub mod lifecycle;
+pub mod logs;
+pub mod monitor;
+pub mod spec;
+pub mod state;
+
+pub use lifecycle::{stop_worker, StopOutcome};
+
+/// Stop `name` (if it runs) before `remove` deletes its state, with the default grace period.
+pub fn stop_for_removal(project: &Project, name: &str) -> Result<()> {
+    stop_worker(project, name, Duration::from_secs(10)).map(|_| ())
+}
 
 const BACKOFF_FIRST: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
@@ -30,35 +43,6 @@ const BACKOFF_MAX: Duration = Duration::from_secs(30);
 const HEALTHY_AFTER: Duration = Duration::from_secs(60);
 /// Grace period of a shutdown or reload stop (as `iii worker stop`'s default).
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The engine port: `engine.port` in config.yaml, else the port of `III_URL`, else 49134.
-/// Port 0 asks the kernel for a free one (the engine prints which).
-pub fn engine_port(config: &Config) -> Result<u16> {
-    if let Some(p) = config.engine.port {
-        return Ok(p);
-    }
-    match std::env::var("III_URL") {
-        Ok(url) if !url.is_empty() => {
-            port_of_url(&url).with_context(|| format!("III_URL={url}: expected ws://HOST:PORT"))
-        }
-        _ => Ok(DEFAULT_PORT),
-    }
-}
-
-fn port_of_url(url: &str) -> Option<u16> {
-    let rest = url.split_once("://").map_or(url, |(_, r)| r);
-    let authority = rest.split('/').next()?;
-    let (_, port) = authority.rsplit_once(':')?;
-    port.parse().ok()
-}
-
-pub fn engine_socket(project: &Project) -> PathBuf {
-    project.state_dir.join("engine.sock")
-}
-
-fn lock_path(project: &Project) -> PathBuf {
-    project.state_dir.join("engine.lock")
-}
 
 /// One worker under supervision.
 struct Slot {
@@ -82,7 +66,7 @@ struct Ctl {
     last: Option<StartReport>,
 }
 
-struct Engine {
+pub struct Supervisor {
     project: Project,
     port: u16,
     slots: Mutex<HashMap<String, Arc<Slot>>>,
@@ -91,73 +75,6 @@ struct Engine {
 
 fn guard<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Run the engine in the foreground until SIGINT/SIGTERM; returns the exit status.
-pub fn run(project: &Project) -> Result<i32> {
-    let config_path = std::path::absolute(&project.config_path)
-        .with_context(|| format!("resolving {}", project.config_path.display()))?;
-    let project = Project::at(config_path);
-    let config = Config::load(&project.config_path)?;
-    project.ensure_state_dir()?;
-    let lock_file = lock_path(&project);
-    let mut engine_lock = FileLock::try_acquire(&lock_file)?.ok_or_else(|| {
-        let who = file_lock::holder_pid(&lock_file)
-            .map(|p| format!(" (pid {p})"))
-            .unwrap_or_default();
-        crate::err!(
-            "another iii engine is already running for {}{who}; stop it before starting a new one",
-            project.config_path.display()
-        )
-    })?;
-    engine_lock.write_pid()?;
-
-    let port = engine_port(&config)?;
-    let listener = TcpListener::bind(("127.0.0.1", port))
-        .with_context(|| format!("reserving the engine port 127.0.0.1:{port}"))?;
-    let port = listener
-        .local_addr()
-        .context("reading the engine port")?
-        .port();
-    // Signals are taken before any worker starts, so none is lost to a default action.
-    let mut signals =
-        signal_hook::iterator::Signals::new([libc::SIGINT, libc::SIGTERM, libc::SIGHUP])
-            .context("installing signal handlers")?;
-    let sock_path = engine_socket(&project);
-    let sock = control::bind(&sock_path)?;
-    eprintln!(
-        "iii engine: ws://127.0.0.1:{port}, {} worker(s) from {}",
-        config.workers.len(),
-        project.config_path.display()
-    );
-
-    let engine = Arc::new(Engine {
-        project,
-        port,
-        slots: Mutex::new(HashMap::new()),
-        threads: Mutex::new(Vec::new()),
-    });
-    for entry in &config.workers {
-        engine.add(entry.clone(), true);
-    }
-    {
-        let engine = engine.clone();
-        std::thread::spawn(move || serve(&engine, sock));
-    }
-    for sig in signals.forever() {
-        if sig == libc::SIGHUP {
-            engine.reload();
-            continue;
-        }
-        eprintln!("iii engine: stopping every worker");
-        engine.shutdown();
-        break;
-    }
-    let _ = std::fs::remove_file(&sock_path);
-    drop(listener);
-    drop(engine_lock);
-    eprintln!("iii engine: stopped");
-    Ok(0)
 }
 
 /// A worker started by `iii worker start` before the engine ran is stopped first, so the
@@ -172,7 +89,33 @@ fn adopt_detached(dir: &std::path::Path, name: &str) {
     }
 }
 
-impl Engine {
+impl Supervisor {
+    /// A supervisor for `project`'s workers; `port` is the engine port their links reach.
+    pub fn new(project: Project, port: u16) -> Arc<Supervisor> {
+        Arc::new(Supervisor {
+            project,
+            port,
+            slots: Mutex::new(HashMap::new()),
+            threads: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Start every container worker of `config` under supervision.
+    pub fn start_all(self: &Arc<Self>, config: &Config) {
+        for entry in &config.workers {
+            self.add(entry.clone(), true);
+        }
+    }
+
+    /// Serve `.iii/engine.sock` (start/stop/restart/status requests from the CLI) on a thread.
+    pub fn serve_control(self: &Arc<Self>, listener: std::os::unix::net::UnixListener) {
+        let me = self.clone();
+        std::thread::Builder::new()
+            .name("engine.sock".into())
+            .spawn(move || serve(&me, listener))
+            .expect("spawning the engine.sock thread");
+    }
+
     fn slot(&self, name: &str) -> Option<Arc<Slot>> {
         guard(&self.slots).get(name).cloned()
     }
@@ -412,7 +355,7 @@ impl Engine {
     }
 
     /// SIGHUP: re-read config.yaml; start new workers, stop removed ones, restart changed ones.
-    fn reload(self: &Arc<Self>) {
+    pub fn reload(self: &Arc<Self>) {
         let config = match Config::load(&self.project.config_path) {
             Ok(c) => c,
             Err(e) => {
@@ -464,7 +407,7 @@ impl Engine {
     }
 
     /// SIGINT/SIGTERM: stop every worker in parallel, then end every supervisor thread.
-    fn shutdown(self: &Arc<Self>) {
+    pub fn shutdown(self: &Arc<Self>) {
         let names: Vec<String> = guard(&self.slots).keys().cloned().collect();
         let jobs: Vec<_> = names
             .into_iter()
@@ -505,7 +448,7 @@ fn mark_stopped(dir: &std::path::Path) {
 }
 
 /// The engine.sock server: a thread per request (a stop may take its whole grace period).
-fn serve(engine: &Arc<Engine>, listener: std::os::unix::net::UnixListener) {
+fn serve(engine: &Arc<Supervisor>, listener: std::os::unix::net::UnixListener) {
     for conn in listener.incoming() {
         let Ok(stream) = conn else { continue };
         if !control::peer_allowed(&stream) {
@@ -533,22 +476,5 @@ fn serve(engine: &Arc<Engine>, listener: std::os::unix::net::UnixListener) {
             };
             control::write_reply(&stream, &reply);
         });
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn port_comes_from_url() {
-        assert_eq!(port_of_url("ws://127.0.0.1:5000"), Some(5000));
-        assert_eq!(port_of_url("ws://localhost:49134/x"), Some(49134));
-        assert_eq!(port_of_url("ws://localhost"), None);
-        let cfg = Config {
-            engine: crate::config::EngineSettings { port: Some(7) },
-            ..Default::default()
-        };
-        assert_eq!(engine_port(&cfg).unwrap(), 7);
     }
 }

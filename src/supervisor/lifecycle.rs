@@ -10,7 +10,6 @@ use serde::Serialize;
 use super::control::{self, Reply, Request};
 use super::monitor::{self, StartReport};
 use super::state::{self, Status, WorkerState};
-use super::supervisor;
 use crate::config::Config;
 use crate::project::Project;
 use crate::{Context, Result};
@@ -55,7 +54,7 @@ impl StopOutcome {
 
 /// Ask the project's engine, if one runs; `Ok(None)` when none does.
 fn ask_engine(project: &Project, req: &Request) -> Result<Option<Reply>> {
-    control::call(&supervisor::engine_socket(project), req)
+    control::call(&project.engine_socket(), req)
 }
 
 /// Stop worker `name`: its stop signal, `timeout` to end, then SIGKILL. Stopping a stopped
@@ -149,7 +148,7 @@ pub fn start_worker(project: &Project, name: &str) -> Result<String> {
     let args = monitor::Args {
         config: config_path,
         name: name.to_string(),
-        port: supervisor::engine_port(&config)?,
+        port: config.worker_port()?,
         restarts: 0,
     };
     let log_path = dir.join("monitor.log");
