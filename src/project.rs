@@ -49,6 +49,11 @@ impl Project {
         self.state_dir.join("engine.sock")
     }
 
+    /// `.iii/link.sock`: the worker port as container workers' engine links reach it.
+    pub fn engine_link(&self) -> PathBuf {
+        self.state_dir.join("link.sock")
+    }
+
     /// `.iii/engine.lock`: held by the one engine running for this project.
     pub fn engine_lock(&self) -> PathBuf {
         self.state_dir.join("engine.lock")

@@ -92,9 +92,52 @@ pub fn expand(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Str
     Ok(out)
 }
 
+/// A YAML value as JSON with `${VAR}` references in strings expanded (built-in workers'
+/// `config:`). A string that is nothing but one reference takes the type of what it expands
+/// to, so `port: ${HTTP_PORT:-3111}` is a number.
+pub fn expand_json(
+    v: &Value,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<serde_json::Value, String> {
+    Ok(match v {
+        Value::String(s) => {
+            let expanded = expand(s, lookup)?;
+            let whole_reference =
+                s.starts_with("${") && s.ends_with('}') && s.matches("${").count() == 1;
+            match serde_json::from_str::<serde_json::Value>(&expanded) {
+                Ok(typed @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_)))
+                    if whole_reference =>
+                {
+                    typed
+                }
+                _ => serde_json::Value::String(expanded),
+            }
+        }
+        Value::Sequence(items) => serde_json::Value::Array(
+            items
+                .iter()
+                .map(|i| expand_json(i, lookup))
+                .collect::<Result<_, _>>()?,
+        ),
+        Value::Mapping(m) => {
+            let mut out = serde_json::Map::new();
+            for (k, v) in m {
+                let key = scalar_text(k).ok_or_else(|| format!("key {k:?} is not a scalar"))?;
+                out.insert(key, expand_json(v, lookup)?);
+            }
+            serde_json::Value::Object(out)
+        }
+        Value::Tagged(t) => return Err(format!("YAML tags ({}) are not supported", t.tag)),
+        other => yaml_to_json(other)?,
+    })
+}
+
 fn resolve(body: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
     let (name, default, empty_counts_as_unset) = if let Some(i) = body.find(":-") {
         (&body[..i], Some(&body[i + 2..]), true)
+    } else if let Some(i) = body.find(':') {
+        // `${VAR:default}`, as other iii engines write it: like `:-`.
+        (&body[..i], Some(&body[i + 1..]), true)
     } else if let Some(i) = body.find('-') {
         (&body[..i], Some(&body[i + 1..]), false)
     } else {
@@ -131,6 +174,19 @@ mod tests {
     fn flat(yaml: &str) -> Result<Vec<(String, String)>, String> {
         let m: Mapping = serde_yaml::from_str(yaml).unwrap();
         flatten(&m, &env)
+    }
+
+    #[test]
+    fn builtin_config_expands_with_types() {
+        let v: Value = serde_yaml::from_str(
+            "{port: '${NOPE:-3111}', host: '${NOPE:127.0.0.1}', on: '${NOPE:-true}', s: 'x${KEY}', n: [1, '${KEY}']}",
+        )
+        .unwrap();
+        let j = expand_json(&v, &env).unwrap();
+        assert_eq!(
+            j,
+            serde_json::json!({"port": 3111, "host": "127.0.0.1", "on": true, "s": "xsecret", "n": [1, "secret"]})
+        );
     }
 
     fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {

@@ -19,7 +19,10 @@ pub mod quantity;
 /// The parsed `config.yaml`.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Config {
+    /// Container workers (entries with `image:`).
     pub workers: Vec<WorkerEntry>,
+    /// Built-in workers the engine runs itself (entries without `image:`), in file order.
+    pub builtins: Vec<BuiltinEntry>,
     pub engine: EngineSettings,
     pub vm: VmSettings,
 }
@@ -50,6 +53,31 @@ pub struct WorkerEntry {
     pub resources: Resources,
     pub sandbox: SandboxChoice,
     pub network: NetworkChoice,
+}
+
+/// Built-in workers, selected by a `workers:` entry with this name and no `image:`.
+pub const BUILTIN_WORKERS: &[&str] = &[
+    "iii-worker-manager",
+    "iii-http",
+    "iii-cron",
+    "iii-pubsub",
+    "iii-state",
+];
+
+/// Names other iii engines always run; an entry naming one is accepted and changes nothing.
+const ALWAYS_ON: &[&str] = &[
+    "iii-engine-functions",
+    "iii-observability",
+    "iii-telemetry",
+    "configuration",
+];
+
+/// One built-in worker entry: its name and its `config:` (JSON, `${VAR}` expanded; `null`
+/// when absent).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BuiltinEntry {
+    pub name: String,
+    pub config: serde_json::Value,
 }
 
 /// `resources:` of one worker.
@@ -101,7 +129,8 @@ struct RawConfig {
 #[serde(deny_unknown_fields)]
 struct RawWorker {
     name: String,
-    image: String,
+    #[serde(default)]
+    image: Option<String>,
     #[serde(default)]
     config: Option<serde_yaml::Mapping>,
     #[serde(default)]
@@ -142,20 +171,29 @@ impl Config {
             return Ok(Config::default());
         };
         let mut workers = Vec::new();
+        let mut builtins: Vec<BuiltinEntry> = Vec::new();
         for (i, w) in raw.workers.unwrap_or_default().into_iter().enumerate() {
-            let entry =
-                validate_worker(w).map_err(|m| err!("{}: workers[{i}]: {m}", path.display()))?;
-            if workers.iter().any(|x: &WorkerEntry| x.name == entry.name) {
+            let duplicate = workers.iter().any(|x: &WorkerEntry| x.name == w.name)
+                || builtins.iter().any(|x| x.name == w.name);
+            if duplicate {
                 return Err(err!(
                     "{}: workers[{i}]: duplicate worker name {:?}",
                     path.display(),
-                    entry.name
+                    w.name
                 ));
             }
-            workers.push(entry);
+            let at = |m: String| err!("{}: workers[{i}]: {m}", path.display());
+            if w.image.is_none() {
+                if let Some(b) = validate_builtin(w, &std_lookup).map_err(at)? {
+                    builtins.push(b);
+                }
+                continue;
+            }
+            workers.push(validate_worker(w).map_err(at)?);
         }
         Ok(Config {
             workers,
+            builtins,
             engine: raw.engine.unwrap_or_default(),
             vm: raw.vm.unwrap_or_default(),
         })
@@ -165,11 +203,59 @@ impl Config {
         self.workers.iter().find(|w| w.name == name)
     }
 
-    /// The engine port: `engine.port` in config.yaml, else the port of `III_URL`, else 49134.
-    /// Port 0 asks the kernel for a free one (the engine prints which).
+    /// The built-in worker entry named `name`, if config.yaml lists it.
+    pub fn builtin(&self, name: &str) -> Option<&BuiltinEntry> {
+        self.builtins.iter().find(|b| b.name == name)
+    }
+
+    /// `key` of the `iii-worker-manager` entry's config, if set.
+    fn manager_setting(&self, key: &str) -> Option<&serde_json::Value> {
+        self.builtin("iii-worker-manager")
+            .and_then(|b| b.config.get(key))
+            .filter(|v| !v.is_null())
+    }
+
+    /// The address the worker port binds: `iii-worker-manager`'s `host`, else 127.0.0.1 (the
+    /// engine is not reachable from other machines unless config.yaml says so).
+    pub fn worker_host(&self) -> Result<String> {
+        match self.manager_setting("host") {
+            None => Ok("127.0.0.1".into()),
+            Some(serde_json::Value::String(h)) if !h.is_empty() => Ok(h.clone()),
+            Some(v) => Err(err!("iii-worker-manager: host must be an address, not {v}")),
+        }
+    }
+
+    /// The worker port's handshake timeout: `iii-worker-manager`'s `handshake_timeout_ms`,
+    /// else 10 s.
+    pub fn handshake_timeout_ms(&self) -> Result<u64> {
+        match self.manager_setting("handshake_timeout_ms") {
+            None => Ok(10_000),
+            Some(v) => v.as_u64().filter(|n| *n > 0).ok_or_else(|| {
+                err!("iii-worker-manager: handshake_timeout_ms must be a positive integer, not {v}")
+            }),
+        }
+    }
+
+    /// The engine port: `iii-worker-manager`'s `port` or `engine.port` in config.yaml, else
+    /// the port of `III_URL`, else 49134. Port 0 asks the kernel for a free one (the engine
+    /// prints which).
     pub fn worker_port(&self) -> Result<u16> {
-        if let Some(p) = self.engine.port {
-            return Ok(p);
+        let manager = match self.manager_setting("port") {
+            None => None,
+            Some(v) => Some(
+                v.as_u64()
+                    .and_then(|n| u16::try_from(n).ok())
+                    .ok_or_else(|| err!("iii-worker-manager: port must be 0-65535, not {v}"))?,
+            ),
+        };
+        match (manager, self.engine.port) {
+            (Some(a), Some(b)) if a != b => {
+                return Err(err!(
+                    "engine.port ({b}) and the port of iii-worker-manager ({a}) disagree; keep one"
+                ))
+            }
+            (Some(p), _) | (None, Some(p)) => return Ok(p),
+            (None, None) => {}
         }
         match std::env::var("III_URL") {
             Ok(url) if !url.is_empty() => {
@@ -242,9 +328,42 @@ pub fn validate_name(name: &str) -> std::result::Result<(), String> {
     }
 }
 
+fn std_lookup(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+/// An entry without `image:`: a built-in worker (`None` for one that is always on).
+fn validate_builtin(
+    w: RawWorker,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> std::result::Result<Option<BuiltinEntry>, String> {
+    let name = w.name;
+    if ALWAYS_ON.contains(&name.as_str()) {
+        return Ok(None);
+    }
+    if !BUILTIN_WORKERS.contains(&name.as_str()) {
+        return Err(format!(
+            "worker {name:?} has no image and is not a built-in worker (built-in: {})",
+            BUILTIN_WORKERS.join(", ")
+        ));
+    }
+    if w.resources.is_some() || w.sandbox.is_some() || w.network.is_some() {
+        return Err(format!(
+            "{name} is a built-in worker: it takes only `name` and `config`"
+        ));
+    }
+    let config = match w.config {
+        None => serde_json::Value::Null,
+        Some(m) => flatten::expand_json(&serde_yaml::Value::Mapping(m), lookup)
+            .map_err(|e| format!("{name}: config: {e}"))?,
+    };
+    Ok(Some(BuiltinEntry { name, config }))
+}
+
 fn validate_worker(w: RawWorker) -> std::result::Result<WorkerEntry, String> {
     validate_name(&w.name)?;
-    if w.image.trim().is_empty() {
+    let image = w.image.unwrap_or_default();
+    if image.trim().is_empty() {
         return Err(format!("worker {:?}: image is empty", w.name));
     }
     let resources = match w.resources {
@@ -270,7 +389,7 @@ fn validate_worker(w: RawWorker) -> std::result::Result<WorkerEntry, String> {
     };
     Ok(WorkerEntry {
         name: w.name,
-        image: w.image,
+        image,
         config: w.config.unwrap_or_default(),
         resources,
         sandbox: w.sandbox.unwrap_or_default(),
@@ -350,6 +469,48 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(cfg.worker_port().unwrap(), 7);
+    }
+
+    #[test]
+    fn builtin_entries_have_no_image() {
+        let c = parse(
+            "workers:\n  - name: iii-http\n    config: {port: 3999, host: 127.0.0.1}\n  - name: iii-state\n  - name: iii-engine-functions\n  - name: w\n    image: x/y\n",
+        )
+        .unwrap();
+        assert_eq!(c.workers.len(), 1);
+        assert_eq!(c.builtins.len(), 2);
+        assert_eq!(c.builtin("iii-http").unwrap().config["port"], 3999);
+        assert_eq!(
+            c.builtin("iii-state").unwrap().config,
+            serde_json::Value::Null
+        );
+        let e = parse("workers:\n  - name: iii-htp\n").unwrap_err();
+        assert!(
+            e.to_string().contains("iii-htp") && e.to_string().contains("iii-http, iii-cron"),
+            "{e}"
+        );
+        let e = parse("workers:\n  - name: iii-http\n    sandbox: vm\n").unwrap_err();
+        assert!(e.to_string().contains("only `name` and `config`"), "{e}");
+    }
+
+    #[test]
+    fn worker_manager_sets_the_worker_port() {
+        let c = parse("workers:\n  - name: iii-worker-manager\n    config: {port: 4100, host: 0.0.0.0, handshake_timeout_ms: 500}\n").unwrap();
+        assert_eq!(c.worker_port().unwrap(), 4100);
+        assert_eq!(c.worker_host().unwrap(), "0.0.0.0");
+        assert_eq!(c.handshake_timeout_ms().unwrap(), 500);
+        let c = parse(
+            "engine: {port: 5}\nworkers:\n  - name: iii-worker-manager\n    config: {port: 6}\n",
+        )
+        .unwrap();
+        assert!(c
+            .worker_port()
+            .unwrap_err()
+            .to_string()
+            .contains("disagree"));
+        let c = parse("workers: []\n").unwrap();
+        assert_eq!(c.worker_host().unwrap(), "127.0.0.1");
+        assert_eq!(c.handshake_timeout_ms().unwrap(), 10_000);
     }
 
     #[test]

@@ -1,9 +1,26 @@
-//! The engine: `iii` with no subcommand. One process that supervises the container workers of
-//! `config.yaml` and serves the port they connect to.
+//! The engine: `iii` with no subcommand. One process that serves the worker port (SDK workers
+//! connect, register functions and triggers, and call each other through it), runs the
+//! built-in workers config.yaml names, and supervises its container workers.
+//!
+//! - [`wire`]: the protocol's messages; [`port`]: the WebSocket server and its event loop;
+//!   [`router`]: who serves what, and where each call and answer goes.
+//! - [`ids`]: worker ids, reattach tokens, invocation ids.
+
+pub mod builtin;
+pub mod ids;
+pub mod port;
+pub mod router;
+pub mod wire;
+
+/// The largest protocol message accepted (as the SDKs: 64 MiB, fragmented or not).
+pub const MAX_MESSAGE: usize = 64 << 20;
+
+use std::time::Duration;
 
 use crate::config::Config;
 use crate::file_lock::{self, FileLock};
 use crate::project::Project;
+use crate::supervisor::control::{self, Reply, Request};
 use crate::supervisor::Supervisor;
 use crate::{Context, Result};
 
@@ -26,28 +43,69 @@ pub fn run(project: &Project) -> Result<i32> {
     })?;
     engine_lock.write_pid()?;
 
+    let host = config.worker_host()?;
     let port = config.worker_port()?;
-    let listener = std::net::TcpListener::bind(("127.0.0.1", port))
-        .with_context(|| format!("reserving the engine port 127.0.0.1:{port}"))?;
+    let handshake_timeout = Duration::from_millis(config.handshake_timeout_ms()?);
+    let listener = std::net::TcpListener::bind((host.as_str(), port))
+        .with_context(|| format!("listening on the worker port {host}:{port}"))?;
     let port = listener
         .local_addr()
-        .context("reading the engine port")?
+        .context("reading the worker port")?
         .port();
+    let link_path = project.engine_link();
+    let link = control::bind(&link_path)?;
     // Signals are taken before any worker starts, so none is lost to a default action.
     let mut signals =
         signal_hook::iterator::Signals::new([libc::SIGINT, libc::SIGTERM, libc::SIGHUP])
             .context("installing signal handlers")?;
     let sock_path = project.engine_socket();
-    let sock = crate::supervisor::control::bind(&sock_path)?;
+    let sock = control::bind(&sock_path)?;
+
+    let supervisor = Supervisor::new(project.clone(), port);
+    let who = {
+        let s = supervisor.clone();
+        Box::new(move |pid| s.worker_of_monitor(pid))
+    };
+    let (handle, port_thread) = port::spawn(
+        vec![port::Listener::Tcp(listener), port::Listener::Unix(link)],
+        port::Settings {
+            handshake_timeout,
+            who,
+        },
+    )?;
+    let builtins = match builtin::start(&config, &handle, &project) {
+        Ok(b) => b,
+        Err(e) => {
+            handle.shutdown();
+            let _ = port_thread.join();
+            return Err(e);
+        }
+    };
+    let names = builtins.names();
     eprintln!(
-        "iii engine: ws://127.0.0.1:{port}, {} worker(s) from {}",
+        "iii engine: ws://{host}:{port}, {} container worker(s){} from {}",
         config.workers.len(),
+        if names.is_empty() {
+            String::new()
+        } else {
+            format!(", built-in {}", names.join(" "))
+        },
         project.config_path.display()
     );
-
-    let supervisor = Supervisor::new(project, port);
     supervisor.start_all(&config);
-    supervisor.serve_control(sock);
+    let queries = handle.clone();
+    supervisor.serve_control(
+        sock,
+        Box::new(move |req| match req {
+            Request::Connections => {
+                let list = queries.query(|r| r.connections())?;
+                let mut reply = Reply::ok(format!("{} connection(s)", list.len()));
+                reply.connections = serde_json::to_value(list).ok();
+                Some(reply)
+            }
+            _ => None,
+        }),
+    );
     for sig in signals.forever() {
         if sig == libc::SIGHUP {
             supervisor.reload();
@@ -57,8 +115,11 @@ pub fn run(project: &Project) -> Result<i32> {
         supervisor.shutdown();
         break;
     }
+    builtins.stop();
+    handle.shutdown();
+    let _ = port_thread.join();
     let _ = std::fs::remove_file(&sock_path);
-    drop(listener);
+    let _ = std::fs::remove_file(&link_path);
     drop(engine_lock);
     eprintln!("iii engine: stopped");
     Ok(0)

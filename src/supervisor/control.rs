@@ -39,6 +39,8 @@ pub enum Request {
     /// `iii worker exec` (monitor): after the `ok` reply the connection carries an exec stream
     /// (`protocol::exec` frames) to the worker's init.
     Exec,
+    /// The engine: the SDK connections on its worker port (`Reply::connections`).
+    Connections,
 }
 
 /// The answer: `ok` and a human sentence, plus the worker's state where it has one.
@@ -54,6 +56,9 @@ pub struct Reply {
     /// For `Stop`: it ignored the stop signal and was killed.
     #[serde(default)]
     pub killed: bool,
+    /// For `Connections`: one object per connection on the engine's worker port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connections: Option<serde_json::Value>,
 }
 
 impl Reply {
@@ -117,8 +122,14 @@ pub fn bind(path: &Path) -> Result<UnixListener> {
     Ok(l)
 }
 
-/// Whether the peer of `stream` is the same user as this process, or root.
-pub fn peer_allowed(stream: &UnixStream) -> bool {
+/// The process at the other end of a Unix socket (`SO_PEERCRED`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerCredentials {
+    pub pid: u32,
+    pub uid: u32,
+}
+
+pub fn peer_credentials(stream: &UnixStream) -> Option<PeerCredentials> {
     let mut cred = libc::ucred {
         pid: 0,
         uid: u32::MAX,
@@ -135,9 +146,17 @@ pub fn peer_allowed(stream: &UnixStream) -> bool {
             &mut len,
         )
     };
+    (r == 0).then_some(PeerCredentials {
+        pid: cred.pid as u32,
+        uid: cred.uid,
+    })
+}
+
+/// Whether the peer of `stream` is the same user as this process, or root.
+pub fn peer_allowed(stream: &UnixStream) -> bool {
     // SAFETY: geteuid has no preconditions.
     let me = unsafe { libc::geteuid() };
-    r == 0 && (cred.uid == me || cred.uid == 0)
+    peer_credentials(stream).is_some_and(|c| c.uid == me || c.uid == 0)
 }
 
 /// Connect to the socket at `path`; `Ok(None)` when nothing listens there (no file, or a

@@ -107,13 +107,27 @@ impl Supervisor {
         }
     }
 
-    /// Serve `.iii/engine.sock` (start/stop/restart/status requests from the CLI) on a thread.
-    pub fn serve_control(self: &Arc<Self>, listener: std::os::unix::net::UnixListener) {
+    /// Serve `.iii/engine.sock` (start/stop/restart/status requests from the CLI) on a thread;
+    /// `other` answers the requests that are not about container workers.
+    pub fn serve_control(
+        self: &Arc<Self>,
+        listener: std::os::unix::net::UnixListener,
+        other: OtherRequests,
+    ) {
         let me = self.clone();
+        let other: Arc<dyn Fn(&Request) -> Option<Reply> + Send + Sync> = Arc::from(other);
         std::thread::Builder::new()
             .name("engine.sock".into())
-            .spawn(move || serve(&me, listener))
+            .spawn(move || serve(&me, listener, other))
             .expect("spawning the engine.sock thread");
+    }
+
+    /// The container worker whose monitor has PID `pid`, if it is one of ours.
+    pub fn worker_of_monitor(&self, pid: u32) -> Option<String> {
+        guard(&self.slots)
+            .values()
+            .find(|s| guard(&s.ctl).monitor == Some(pid))
+            .map(|s| s.name.clone())
     }
 
     fn slot(&self, name: &str) -> Option<Arc<Slot>> {
@@ -447,14 +461,22 @@ fn mark_stopped(dir: &std::path::Path) {
     }
 }
 
+/// Answers engine.sock requests the supervisor does not handle itself.
+pub type OtherRequests = Box<dyn Fn(&Request) -> Option<Reply> + Send + Sync>;
+
 /// The engine.sock server: a thread per request (a stop may take its whole grace period).
-fn serve(engine: &Arc<Supervisor>, listener: std::os::unix::net::UnixListener) {
+fn serve(
+    engine: &Arc<Supervisor>,
+    listener: std::os::unix::net::UnixListener,
+    other: Arc<dyn Fn(&Request) -> Option<Reply> + Send + Sync>,
+) {
     for conn in listener.incoming() {
         let Ok(stream) = conn else { continue };
         if !control::peer_allowed(&stream) {
             continue;
         }
         let engine = engine.clone();
+        let other = other.clone();
         std::thread::spawn(move || {
             let reply = match control::read_request(&stream) {
                 Err(e) => Reply::fail(e.to_string()),
@@ -472,7 +494,8 @@ fn serve(engine: &Arc<Supervisor>, listener: std::os::unix::net::UnixListener) {
                         r
                     }
                 }
-                Ok(other) => Reply::fail(format!("the engine does not handle {other:?}")),
+                Ok(req) => other(&req)
+                    .unwrap_or_else(|| Reply::fail(format!("the engine does not handle {req:?}"))),
             };
             control::write_reply(&stream, &reply);
         });

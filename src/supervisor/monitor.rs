@@ -480,8 +480,8 @@ fn stop(sh: &Shared, timeout: Duration) -> Reply {
             "stopped".into()
         },
         state: Some(live.state.clone()),
-        already_stopped: false,
         killed,
+        ..Default::default()
     }
 }
 
