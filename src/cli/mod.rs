@@ -21,6 +21,7 @@ pub mod remove;
 pub mod restart;
 pub mod start;
 pub mod stop;
+pub mod trigger;
 
 #[derive(FromArgs, Debug)]
 /// iii runs workers — OCI images in isolated sandboxes. Without a subcommand it is the engine:
@@ -38,6 +39,7 @@ pub struct Iii {
 #[argh(subcommand)]
 pub enum TopCommand {
     Worker(WorkerCommand),
+    Trigger(trigger::Args),
 }
 
 #[derive(FromArgs, Debug)]
@@ -117,6 +119,7 @@ fn run(cli: Iii) -> crate::Result<i32> {
     };
     match cli.command {
         None => engine::run(&ctx),
+        Some(TopCommand::Trigger(a)) => trigger::run(&ctx, a),
         Some(TopCommand::Worker(w)) => match w.command {
             WorkerSub::Add(a) => add::run(&ctx, a),
             WorkerSub::Remove(a) => remove::run(&ctx, a),

@@ -7,6 +7,7 @@
 //! - [`ids`]: worker ids, reattach tokens, invocation ids.
 
 pub mod builtin;
+pub mod client;
 pub mod ids;
 pub mod port;
 pub mod router;
@@ -73,7 +74,7 @@ pub fn run(project: &Project) -> Result<i32> {
             who,
         },
     )?;
-    let builtins = match builtin::start(&config, &handle, &project) {
+    let mut builtins = match builtin::start(&config, &handle, &project) {
         Ok(b) => b,
         Err(e) => {
             handle.shutdown();
@@ -118,6 +119,7 @@ pub fn run(project: &Project) -> Result<i32> {
     builtins.stop();
     handle.shutdown();
     let _ = port_thread.join();
+    builtins.join();
     let _ = std::fs::remove_file(&sock_path);
     let _ = std::fs::remove_file(&link_path);
     drop(engine_lock);

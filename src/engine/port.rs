@@ -670,6 +670,13 @@ impl Net {
                     self.close_with(router, slot, CloseCode::Size, "message too big");
                     return;
                 }
+                Err(tungstenite::Error::Protocol(
+                    tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
+                )) => {
+                    // The worker went away without a goodbye (killed, say): a disconnect.
+                    self.release_conn(router, slot);
+                    return;
+                }
                 Err(tungstenite::Error::Protocol(e)) => {
                     if let Some(p) = peer {
                         router.bad_frame(p, &format!("{e}; closing the connection"));

@@ -60,12 +60,20 @@ impl Builtins {
         self.0.iter().map(|r| r.name).collect()
     }
 
-    /// Stop every built-in worker and wait for it (their links close with the port).
-    pub fn stop(self) {
-        for r in self.0 {
-            if let Some(stop) = r.stop {
+    /// Stop the built-in workers that serve sockets of their own (`iii-http`); the others
+    /// end when the worker port closes their links.
+    pub fn stop(&mut self) {
+        for r in &mut self.0 {
+            if let Some(stop) = r.stop.take() {
                 stop();
             }
+        }
+    }
+
+    /// Wait for every built-in worker to end (after [`Builtins::stop`] and the port's
+    /// shutdown): `iii-state` writes its snapshot on the way out.
+    pub fn join(self) {
+        for r in self.0 {
             if r.thread.join().is_err() {
                 eprintln!("error: built-in worker {} panicked", r.name);
             }
