@@ -115,7 +115,7 @@ impl Supervisor {
         other: OtherRequests,
     ) {
         let me = self.clone();
-        let other: Arc<dyn Fn(&Request) -> Option<Reply> + Send + Sync> = Arc::from(other);
+        let other: Arc<OtherHandler> = Arc::from(other);
         std::thread::Builder::new()
             .name("engine.sock".into())
             .spawn(move || serve(&me, listener, other))
@@ -462,13 +462,14 @@ fn mark_stopped(dir: &std::path::Path) {
 }
 
 /// Answers engine.sock requests the supervisor does not handle itself.
-pub type OtherRequests = Box<dyn Fn(&Request) -> Option<Reply> + Send + Sync>;
+pub type OtherRequests = Box<OtherHandler>;
+type OtherHandler = dyn Fn(&Request) -> Option<Reply> + Send + Sync;
 
 /// The engine.sock server: a thread per request (a stop may take its whole grace period).
 fn serve(
     engine: &Arc<Supervisor>,
     listener: std::os::unix::net::UnixListener,
-    other: Arc<dyn Fn(&Request) -> Option<Reply> + Send + Sync>,
+    other: Arc<OtherHandler>,
 ) {
     for conn in listener.incoming() {
         let Ok(stream) = conn else { continue };
