@@ -161,6 +161,10 @@ impl Drop for Link {
 struct Stream {
     inner: StreamKind,
     written: u64,
+    /// The last read came back short: the socket is drained, and the next read would only
+    /// say so. Reading stops there without that extra syscall; new data raises a new
+    /// (edge-triggered) readiness event, which clears this.
+    drained: bool,
 }
 
 enum StreamKind {
@@ -170,10 +174,16 @@ enum StreamKind {
 
 impl Read for Stream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match &mut self.inner {
+        if self.drained {
+            self.drained = false;
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let n = match &mut self.inner {
             StreamKind::Tcp(s) => s.read(buf),
             StreamKind::Unix(s) => s.read(buf),
-        }
+        }?;
+        self.drained = n > 0 && n < buf.len();
+        Ok(n)
     }
 }
 
@@ -512,6 +522,7 @@ impl Net {
             let mut stream = Stream {
                 inner: kind,
                 written: 0,
+                drained: false,
             };
             let path: PathCell = Arc::new(std::sync::atomic::AtomicU8::new(0));
             let slot = self.alloc(Conn::Upgrading {
@@ -603,12 +614,16 @@ impl Net {
     fn on_readable(&mut self, router: &mut Router, slot: usize) {
         match self.conns.get_mut(slot) {
             Some(Some(Conn::Upgrading { mid, .. })) => {
-                if let Some(m) = mid.take() {
+                if let Some(mut m) = mid.take() {
+                    m.get_mut().get_mut().drained = false;
                     let r = m.handshake();
                     self.upgraded(router, slot, r);
                 }
             }
-            Some(Some(Conn::Open(_))) => self.read_messages(router, slot),
+            Some(Some(Conn::Open(o))) => {
+                o.ws.get_mut().drained = false;
+                self.read_messages(router, slot)
+            }
             _ => {}
         }
     }
