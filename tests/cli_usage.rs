@@ -91,3 +91,28 @@ fn man_pages_match_help() {
         "expected at least add and remove to have man pages"
     );
 }
+
+#[test]
+fn trigger_man_page_matches_help() {
+    let help = iii(&["trigger", "--help"]);
+    assert_eq!(help.status.code(), Some(0));
+    let help = String::from_utf8_lossy(&help.stdout).to_string();
+    let page = Path::new(env!("CARGO_MANIFEST_DIR")).join("man/iii-trigger.1");
+    let text = std::fs::read_to_string(&page).unwrap().replace("\\-", "-");
+    let flags = flags(&help);
+    assert_eq!(
+        flags,
+        ["--json", "--timeout-ms", "--address", "--port"],
+        "{help}"
+    );
+    for flag in flags {
+        assert!(
+            text.contains(&flag),
+            "{} does not document {flag}",
+            page.display()
+        );
+    }
+    // A payload field that is not KEY=VALUE is a usage error.
+    let out = iii(&["trigger", "f", "novalue", "--port", "1"]);
+    assert_eq!(out.status.code(), Some(2), "{:?}", out);
+}
