@@ -627,6 +627,28 @@ impl Router {
     // --- registration ---
 
     fn register_function(&mut self, t: &mut dyn Transport, from: PeerId, def: FunctionDef) {
+        if def.invocation.is_some() {
+            // A function the engine would run by calling an HTTP endpoint itself: this engine
+            // does not make such calls, so it says so rather than accept a dead function.
+            let name = self
+                .peers
+                .get(&from)
+                .map(Peer::display_name)
+                .unwrap_or_default();
+            eprintln!(
+                "engine: worker {name}: function {} is HTTP-invoked (invocation.url); this engine does not call HTTP endpoints for functions, registration refused",
+                def.id
+            );
+            t.send(
+                from,
+                Message::RegistrationRejected {
+                    code: "INVOCATION_NOT_SUPPORTED".into(),
+                    function_id: def.id,
+                    owner_worker_id: String::new(),
+                },
+            );
+            return;
+        }
         let owner = match self.functions.get(&def.id) {
             Some(f) if f.owner != from && self.peers.contains_key(&f.owner) => Some(f.owner),
             _ => None,

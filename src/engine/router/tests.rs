@@ -465,3 +465,20 @@ fn enqueue_without_a_queue_worker_is_an_error() {
     );
     assert_eq!(result_of(&t.take(1)[0]).2.unwrap().code, "enqueue_error");
 }
+
+#[test]
+fn http_invoked_functions_are_refused_with_a_reason() {
+    let (mut r, mut t, _) = setup(1);
+    r.handle(
+        &mut t,
+        1,
+        frame(r#"{"type":"registerfunction","id":"ext::hook","invocation":{"url":"https://example.com/h"}}"#),
+    );
+    match t.take(1).as_slice() {
+        [Message::RegistrationRejected { code, .. }] => {
+            assert_eq!(code, "INVOCATION_NOT_SUPPORTED")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(r.functions.is_empty());
+}
