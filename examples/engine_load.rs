@@ -18,14 +18,41 @@ use std::time::{Duration, Instant};
 
 use tungstenite::{Message, WebSocket};
 
-type Ws = WebSocket<TcpStream>;
+/// A socket that remembers whether its last read drained it.
+struct Sock {
+    s: TcpStream,
+    drained: bool,
+}
+
+impl Read for Sock {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.s.read(buf)?;
+        self.drained = n < buf.len();
+        Ok(n)
+    }
+}
+
+impl Write for Sock {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.s.write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+type Ws = WebSocket<Sock>;
 
 fn connect(url: &str) -> Ws {
     let rest = url.trim_start_matches("ws://");
     let authority = rest.split('/').next().unwrap();
     let stream = TcpStream::connect(authority).expect("connecting to the engine");
     stream.set_nodelay(true).unwrap();
-    let (ws, _) = tungstenite::client(url, stream).expect("websocket upgrade");
+    let sock = Sock {
+        s: stream,
+        drained: false,
+    };
+    let (ws, _) = tungstenite::client(url, sock).expect("websocket upgrade");
     ws
 }
 
@@ -44,21 +71,9 @@ fn text(m: Message) -> Option<String> {
     }
 }
 
-/// Bytes waiting in the socket's receive queue.
-fn pending_bytes(s: &TcpStream) -> usize {
-    use std::os::fd::AsRawFd;
-    let mut n: libc::c_int = 0;
-    // SAFETY: FIONREAD writes one c_int through the pointer, which points at `n`.
-    let r = unsafe { libc::ioctl(s.as_raw_fd(), libc::FIONREAD, &mut n) };
-    if r == 0 {
-        n.max(0) as usize
-    } else {
-        0
-    }
-}
-
-/// Handle messages as they come, flushing answers only when nothing more is waiting: one
-/// write per burst under load, no delay when calls come one at a time.
+/// Handle messages as they come, flushing answers when the socket has nothing more for now
+/// (its last read came back short): one write per burst under load, no delay when calls
+/// come one at a time.
 fn read_batch(ws: &mut Ws, mut each: impl FnMut(&mut Ws, String)) -> bool {
     loop {
         let m = match ws.read() {
@@ -68,7 +83,7 @@ fn read_batch(ws: &mut Ws, mut each: impl FnMut(&mut Ws, String)) -> bool {
         if let Some(t) = text(m) {
             each(ws, t);
         }
-        if pending_bytes(ws.get_ref()) == 0 {
+        if ws.get_ref().drained {
             return ws.flush().is_ok();
         }
     }
