@@ -81,7 +81,12 @@ impl RawWs {
 
     /// One frame from the client: FIN set, masked with a zero key (so the payload goes as is).
     pub fn frame_header(opcode: u8, len: usize) -> Vec<u8> {
-        let mut h = vec![0x80 | opcode];
+        RawWs::fragment_header(true, opcode, len)
+    }
+
+    /// A frame header with FIN as `fin` (opcode 0 continues a fragmented message).
+    pub fn fragment_header(fin: bool, opcode: u8, len: usize) -> Vec<u8> {
+        let mut h = vec![if fin { 0x80 } else { 0 } | opcode];
         if len < 126 {
             h.push(0x80 | len as u8);
         } else if len < 65_536 {
@@ -99,6 +104,18 @@ impl RawWs {
         let mut f = RawWs::frame_header(opcode, payload.len());
         f.extend_from_slice(payload);
         self.stream.write_all(&f)
+    }
+
+    /// `payload` as one message of `opcode` in fragments of `chunk` bytes.
+    pub fn send_fragmented(&mut self, opcode: u8, payload: &[u8], chunk: usize) -> io::Result<()> {
+        let parts: Vec<&[u8]> = payload.chunks(chunk).collect();
+        for (i, part) in parts.iter().enumerate() {
+            let op = if i == 0 { opcode } else { 0 };
+            let mut f = RawWs::fragment_header(i + 1 == parts.len(), op, part.len());
+            f.extend_from_slice(part);
+            self.stream.write_all(&f)?;
+        }
+        Ok(())
     }
 
     pub fn send_text(&mut self, text: &str) -> io::Result<()> {
