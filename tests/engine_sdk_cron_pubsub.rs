@@ -50,6 +50,19 @@ fn rfc3339_ms(s: &str) -> i64 {
     ((days * 86_400 + t[0] * 3600 + t[1] * 60 + t[2]) * 1000) + ms
 }
 
+/// `(year, month, day)` of a day count since the epoch (H. Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -108,6 +121,56 @@ fn an_every_second_job_fires_with_the_documented_payload() {
         t[2] - t[0] >= 1500,
         "three firings within {} ms",
         t[2] - t[0]
+    );
+}
+
+/// A cron worker that has been idle a while gets two jobs: one for a moment that has just
+/// passed (a 7-field expression naming one second of one year) must never fire, and an
+/// every-second one must not fire for a time before it was registered.
+#[test]
+fn jobs_do_not_fire_for_times_before_they_were_registered() {
+    let sdk = sdks!();
+    let p = Project::started("cron-past", ALL_BUILTINS);
+    let node = sdk.node(&p, "node-cron");
+    node.function("cron::past", "reply", json!({}));
+    node.function("cron::every", "reply", json!({}));
+    // The scenario itself: iii-cron idle (no jobs) for a couple of seconds.
+    std::thread::sleep(Duration::from_millis(2500));
+    let registered = now_ms();
+    let past = registered / 1000 - 1;
+    let (y, mo, d) = civil_from_days(past.div_euclid(86_400));
+    let tod = past.rem_euclid(86_400);
+    let expression = format!(
+        "{} {} {} {d} {mo} * {y}",
+        tod % 60,
+        tod / 60 % 60,
+        tod / 3600
+    );
+    node.trigger(
+        "past",
+        "cron",
+        "cron::past",
+        json!({"expression": expression}),
+    );
+    node.trigger(
+        "every",
+        "cron",
+        "cron::every",
+        json!({"expression": "* * * * * *"}),
+    );
+    let every = node.wait_invocations("cron::every", 2, 30);
+    for f in &every {
+        let scheduled = rfc3339_ms(f["data"]["scheduled_time"].as_str().unwrap());
+        assert!(
+            scheduled >= registered,
+            "fired for {} ms before the job was registered: {f}",
+            registered - scheduled
+        );
+    }
+    assert_eq!(
+        node.invocations("cron::past"),
+        Vec::<Value>::new(),
+        "{expression:?} fired after its time had passed"
     );
 }
 
