@@ -6,6 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
+scripts/install-sdks.sh  # the published iii SDKs the engine_sdk_* tests run workers with
 cargo fmt --check
 cargo clippy --all-targets -- -D warnings
 # Two cores here: two test threads keep namespace/VM tests from starving each other.

@@ -102,7 +102,7 @@ fn a_busy_engine_port_is_a_clear_error() {
     let e = stderr(&out);
     assert!(
         e.starts_with(&format!(
-            "error: reserving the engine port 127.0.0.1:{port}"
+            "error: listening on the worker port 127.0.0.1:{port}"
         )),
         "{e}"
     );

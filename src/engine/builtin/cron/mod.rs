@@ -89,7 +89,9 @@ fn serve(w: Worker) {
                         .map_err(|e| e.0)
                 }) {
                     Ok((c, schedule)) => {
-                        let next = schedule.next_after(now.div_euclid(1000));
+                        // Now, not when the wait began: that may be long past, and a job
+                        // must not fire for a time before it existed.
+                        let next = schedule.next_after(now_ms().div_euclid(1000));
                         if next.is_none() {
                             eprintln!(
                                 "iii-cron: job {}: {:?} never fires again",
