@@ -10,6 +10,7 @@ use super::Ctx;
 use crate::config::Config;
 use crate::engine::client::{self, Outcome};
 use crate::engine::wire;
+use crate::supervisor::control::{self, Request};
 use crate::{err, Context};
 
 #[derive(FromArgs, Debug)]
@@ -80,7 +81,19 @@ fn address(ctx: &Ctx, args: &Args) -> crate::Result<(String, u16)> {
         "0.0.0.0" | "::" | "[::]" => "127.0.0.1".to_string(),
         h => h.to_string(),
     };
-    Ok((host, config.worker_port()?))
+    let port = config.worker_port()?;
+    if port != 0 {
+        return Ok((host, port));
+    }
+    // `port: 0`: the kernel chose one; the running engine knows which.
+    let status = control::call(&ctx.project.engine_socket(), &Request::Status)?;
+    match status.and_then(|r| r.port) {
+        Some(p) => Ok((host, p)),
+        None => Err(err!(
+            "no iii engine is running for {} (its worker port is 0: chosen at start); start one with `iii`",
+            ctx.project.config_path.display()
+        )),
+    }
 }
 
 pub fn run(ctx: &Ctx, args: Args) -> crate::Result<i32> {

@@ -56,6 +56,9 @@ pub struct Reply {
     /// For `Stop`: it ignored the stop signal and was killed.
     #[serde(default)]
     pub killed: bool,
+    /// For the engine's `Status`: the worker port it listens on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
     /// For `Connections`: one object per connection on the engine's worker port.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connections: Option<serde_json::Value>,

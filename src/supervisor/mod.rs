@@ -481,7 +481,11 @@ fn serve(
         std::thread::spawn(move || {
             let reply = match control::read_request(&stream) {
                 Err(e) => Reply::fail(e.to_string()),
-                Ok(Request::Status) => Reply::ok(format!("engine pid {}", std::process::id())),
+                Ok(Request::Status) => {
+                    let mut r = Reply::ok(format!("engine pid {}", std::process::id()));
+                    r.port = Some(engine.port);
+                    r
+                }
                 Ok(Request::Start { name }) => engine.start(&name),
                 Ok(Request::Stop {
                     name: Some(name),
