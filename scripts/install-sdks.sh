@@ -3,12 +3,14 @@
 # workers with, at pinned versions, under target/sdk/:
 #   target/sdk/node  npm iii-sdk (node_modules beside the test workers' scripts)
 #   target/sdk/py    a Python venv with PyPI iii-sdk
+#   target/sdk/py011 a Python venv with PyPI iii-sdk 0.11 (the release of the user guide's era)
 # Cached and idempotent: a version already installed is not fetched again. Quiet on success.
 # Needs node+npm and python3 with venv; installs Debian's nodejs/npm/python3-venv when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 NODE_SDK=0.22.1
 PY_SDK=0.25.0
+PY_LEGACY_SDK=0.11.6
 root=target/sdk
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
@@ -35,13 +37,17 @@ if [ "$have" != "$NODE_SDK" ]; then
         >"$log" 2>&1 || fail "npm install iii-sdk@$NODE_SDK"
 fi
 
-py_dir=$root/py
-version_of() {
-    "$py_dir/bin/python" -c 'import importlib.metadata as m; print(m.version("iii-sdk"))' 2>/dev/null || true
+version_of() { # VENV
+    "$1/bin/python" -c 'import importlib.metadata as m; print(m.version("iii-sdk"))' 2>/dev/null || true
 }
-if [ "$(version_of)" != "$PY_SDK" ]; then
-    [ -x "$py_dir/bin/python" ] || python3 -m venv "$py_dir" >"$log" 2>&1 || fail "python3 -m venv $py_dir"
-    "$py_dir/bin/python" -m pip install --quiet "iii-sdk==$PY_SDK" >"$log" 2>&1 \
-        || fail "pip install iii-sdk==$PY_SDK"
-    [ "$(version_of)" = "$PY_SDK" ] || fail "iii-sdk $PY_SDK is not what $py_dir holds after pip install"
-fi
+python_sdk() { # VENV VERSION
+    local py_dir=$1 want=$2
+    if [ "$(version_of "$py_dir")" != "$want" ]; then
+        [ -x "$py_dir/bin/python" ] || python3 -m venv "$py_dir" >"$log" 2>&1 || fail "python3 -m venv $py_dir"
+        "$py_dir/bin/python" -m pip install --quiet "iii-sdk==$want" >"$log" 2>&1 \
+            || fail "pip install iii-sdk==$want"
+        [ "$(version_of "$py_dir")" = "$want" ] || fail "iii-sdk $want is not what $py_dir holds after pip install"
+    fi
+}
+python_sdk "$root/py" "$PY_SDK"
+python_sdk "$root/py011" "$PY_LEGACY_SDK"
