@@ -8,6 +8,7 @@
 //! - [`file_lock`]: flock-based locks that die with their holder; [`pid`]: kill(2).
 //! - [`sandbox`]: the contract both backends keep; [`sandbox::namespace`] and [`sandbox::vm`].
 //! - [`init`]: iii's own PID 1 inside a sandbox.
+//! - [`net`]: a worker's user-mode network (virtual NIC, smoltcp stack, DNS, egress policy).
 //! - [`protocol`]: the control-channel wire format, used by both ends.
 //! - [`engine`]: `iii` itself — the process that serves workers and supervises them.
 //! - [`supervisor`]: the container workers' supervisor, per-worker monitor, control sockets, logs.
@@ -22,6 +23,7 @@ pub mod error;
 pub mod exec;
 pub mod file_lock;
 pub mod init;
+pub mod net;
 pub mod oci;
 pub mod pid;
 pub mod project;
