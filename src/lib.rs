@@ -4,6 +4,7 @@
 //! Module map (one concept, one home):
 //! - [`oci`]: image references, the registry client, the content-addressed store, layer unpacking.
 //! - [`config`]: `config.yaml` — the model, `${VAR}` expansion, flattening, textual editing.
+//! - [`lockfile`]: `iii.lock`, the pins of a project's workers.
 //! - [`project`]: where a project's files and the per-user store live.
 //! - [`file_lock`]: flock-based locks that die with their holder; [`pid`]: kill(2).
 //! - [`sandbox`]: the contract both backends keep; [`sandbox::namespace`] and [`sandbox::vm`].
@@ -23,6 +24,7 @@ pub mod error;
 pub mod exec;
 pub mod file_lock;
 pub mod init;
+pub mod lockfile;
 pub mod net;
 pub mod oci;
 pub mod pid;
