@@ -14,6 +14,8 @@
 //! - [`engine`]: `iii` itself — the process that serves workers and supervises them.
 //! - [`supervisor`]: the container workers' supervisor, per-worker monitor, control sockets, logs.
 //! - [`exec`]: `iii worker exec` — the client, and how its connection reaches init.
+//! - [`worker_registry`]: the iii worker registry (`name[@version]` → a dependency graph) and
+//!   binary workers' artifacts.
 //! - [`cli`]: one file per command, thin.
 #![warn(clippy::undocumented_unsafe_blocks)]
 
@@ -32,5 +34,6 @@ pub mod project;
 pub mod protocol;
 pub mod sandbox;
 pub mod supervisor;
+pub mod worker_registry;
 
 pub use error::{Context, Error, Result};
