@@ -112,6 +112,89 @@ fn wrong_digest_names_both_and_installs_nothing() {
     }
 }
 
+/// The sha256 of no bytes at all: never the digest of data that was received.
+const EMPTY_DIGEST: &str =
+    "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+/// One uncompressed layer (streamed straight into the extractor) that a registry serves with
+/// its last byte flipped: the tar still extracts, and only the digest catches it.
+fn uncompressed_layer_image() -> Built {
+    let data: Vec<u8> = (0..300_000u32).flat_map(|i| i.to_le_bytes()).collect();
+    Image::new(
+        Format::Oci,
+        vec![Layer::new(
+            Comp::None,
+            vec![dir("d"), file("d/data", &data)],
+        )],
+    )
+    .build()
+}
+
+#[test]
+fn a_consistently_wrong_blob_is_reported_with_the_digest_of_its_bytes() {
+    let fake = FakeRegistry::start();
+    let built = uncompressed_layer_image();
+    fake.serve(&built, "t");
+    let d = built.layer_digests[0].clone();
+    fake.fault(&d, Fault::WrongBody);
+    let mut evil = built.blobs[0].1.clone();
+    let last = evil.len() - 1;
+    evil[last] ^= 0xff;
+    let home = TempDir::new("home");
+    let store = Store::open(home.path()).unwrap();
+    let image = format!("{}/wrong/app:t", fake.host);
+    let e = pull(&image, &store, &mut NoProgress)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains(&d.to_string()), "names the expected digest: {e}");
+    assert!(!e.contains(EMPTY_DIGEST), "hash of nothing reported: {e}");
+    assert!(
+        e.contains(&Digest::of(&evil).to_string()),
+        "names the digest of the bytes received: {e}"
+    );
+    assert!(!store.blob_path(&d).exists());
+}
+
+#[test]
+fn a_resumed_download_is_verified_over_all_of_its_bytes() {
+    // Layer 0 of the three-layer image streams into the extractor, layer 1 downloads in the
+    // background; the uncompressed image streams a layer whose damage only the digest shows.
+    let cases = [(setup(), 0), (setup(), 1)]
+        .map(|(s, layer)| (s.fake, s.built, layer, s.image))
+        .into_iter()
+        .chain(std::iter::once({
+            let fake = FakeRegistry::start();
+            let built = uncompressed_layer_image();
+            fake.serve(&built, "t");
+            let image = format!("{}/wrong/app:t", fake.host);
+            (fake, built, 0, image)
+        }));
+    for (fake, built, layer, image) in cases {
+        let d = built.layer_digests[layer].clone();
+        fake.fault(&d, Fault::DropThenWrong { at: 100_000 });
+        let mut evil = built.blobs[layer].1.clone();
+        let last = evil.len() - 1;
+        evil[last] ^= 0xff;
+        let home = TempDir::new("home");
+        let store = Store::open(home.path()).unwrap();
+        let e = pull(&image, &store, &mut NoProgress)
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains(EMPTY_DIGEST), "hash of nothing reported: {e}");
+        assert!(
+            e.contains(&Digest::of(&evil).to_string()),
+            "the digest covers the bytes before and after the drop: {e}"
+        );
+        let tries = fake
+            .requests()
+            .iter()
+            .filter(|r| r.contains(&d.to_string()))
+            .count();
+        assert_eq!(tries, 2, "one drop, one resumed request");
+        assert!(!store.blob_path(&d).exists());
+    }
+}
+
 #[test]
 fn truncated_body_fails_after_bounded_retries() {
     let s = setup();
