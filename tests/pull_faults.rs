@@ -195,6 +195,93 @@ fn a_resumed_download_is_verified_over_all_of_its_bytes() {
     }
 }
 
+/// Flip one byte in the middle of a stored blob (its size stays right).
+fn damage(path: &std::path::Path) {
+    let mut bytes = std::fs::read(path).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x5a;
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn a_damaged_cached_layer_is_fetched_again_never_installed() {
+    let data: Vec<u8> = (0..300_000u32).flat_map(|i| i.to_le_bytes()).collect();
+    for comp in [Comp::None, Comp::Gzip] {
+        let shared = Layer::new(comp, vec![dir("s"), file("s/data", &data)]);
+        let a = Image::new(
+            Format::Oci,
+            vec![shared.clone(), Layer::new(comp, vec![file("a", b"a")])],
+        )
+        .build();
+        let b = Image::new(
+            Format::Oci,
+            vec![shared, Layer::new(comp, vec![file("b", b"b")])],
+        )
+        .build();
+        let fake = FakeRegistry::start();
+        fake.serve(&a, "a");
+        fake.serve(&b, "b");
+        let home = TempDir::new("home");
+        let store = Store::open(home.path()).unwrap();
+        pull(&format!("{}/x/app:a", fake.host), &store, &mut NoProgress).unwrap();
+        let d = b.layer_digests[0].clone();
+        assert_eq!(d, a.layer_digests[0]);
+        damage(&store.blob_path(&d));
+
+        // The second image shares the damaged layer: it is noticed, fetched again, said so.
+        let mut p = PlainProgress::new(Vec::new());
+        let installed = pull(&format!("{}/x/app:b", fake.host), &store, &mut p)
+            .unwrap_or_else(|e| panic!("{comp:?}: {e}"));
+        let said = String::from_utf8(p.into_inner()).unwrap();
+        assert_tree(
+            &installed.rootfs,
+            &BTreeMap::from([
+                ("s".into(), Node::Dir),
+                ("s/data".into(), file_node(&data, 0o644, 0)),
+                ("b".into(), file_node(b"b", 0o644, 0)),
+            ]),
+        );
+        assert!(
+            said.contains(&d.short().to_string()) && said.contains("damaged"),
+            "{comp:?}: the repair is reported: {said}"
+        );
+        let gets = fake
+            .requests()
+            .iter()
+            .filter(|r| r.contains(&d.to_string()))
+            .count();
+        assert_eq!(
+            gets, 2,
+            "{comp:?}: the damaged layer is downloaded once more"
+        );
+        let stored = std::fs::read(store.blob_path(&d)).unwrap();
+        assert_eq!(
+            Digest::of(&stored),
+            d,
+            "{comp:?}: the store holds the good blob"
+        );
+    }
+}
+
+#[test]
+fn a_damaged_image_config_counts_as_not_installed_and_is_repaired() {
+    let s = setup();
+    let first = pull(&s.image, &s.store, &mut NoProgress).unwrap();
+    let config = first.rootfs.parent().unwrap().join("config.json");
+    std::fs::write(&config, b"{ not json").unwrap();
+    assert!(s
+        .store
+        .installed(&s.built.manifest_digest)
+        .unwrap()
+        .is_none());
+    assert!(s.store.lookup(&s.image).unwrap().is_none());
+    let again = pull(&s.image, &s.store, &mut NoProgress).unwrap();
+    assert_eq!(again.rootfs, first.rootfs);
+    assert_tree(&again.rootfs, &s.tree);
+    assert_eq!(std::fs::read(&config).unwrap(), s.built.config);
+    assert!(s.store.lookup(&s.image).unwrap().is_some());
+}
+
 #[test]
 fn truncated_body_fails_after_bounded_retries() {
     let s = setup();
