@@ -6,6 +6,7 @@
 //! - [`config`]: `config.yaml` — the model, `${VAR}` expansion, flattening, textual editing.
 //! - [`project`]: where a project's files and the per-user store live.
 //! - [`file_lock`]: flock-based locks that die with their holder; [`pid`]: kill(2).
+//! - [`stdio`]: iii's own stdout and stderr, written without panicking ([`say!`]).
 //! - [`sandbox`]: the contract both backends keep; [`sandbox::namespace`] and [`sandbox::vm`].
 //! - [`init`]: iii's own PID 1 inside a sandbox.
 //! - [`protocol`]: the control-channel wire format, used by both ends.
@@ -27,6 +28,7 @@ pub mod pid;
 pub mod project;
 pub mod protocol;
 pub mod sandbox;
+pub mod stdio;
 pub mod supervisor;
 
 pub use error::{Context, Error, Result};

@@ -30,7 +30,12 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     for name in &args.names {
         match remove_one(ctx, name, args.keep_data) {
             // Like `docker rm`: each removed name on stdout, for scripts.
-            Ok(()) => println!("{name}"),
+            Ok(()) => {
+                if let Err(e) = crate::stdio::out(&format!("{name}\n")) {
+                    super::report(&e);
+                    failures += 1;
+                }
+            }
             Err(e) => {
                 super::report(&e);
                 failures += 1;

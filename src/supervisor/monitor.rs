@@ -81,7 +81,7 @@ pub fn main(argv: &[String]) -> i32 {
         Ok(a) => a,
         Err(e) => {
             if !ready.send(&format!("error {e}")) {
-                eprintln!("error: {e}");
+                crate::say!("error: {e}");
             }
             return 2;
         }
@@ -100,7 +100,7 @@ pub fn main(argv: &[String]) -> i32 {
         Err(e) => {
             // The parent prints a reported error; one nobody received goes to stderr.
             if !ready.send(&format!("error {e}")) {
-                eprintln!("error: {e}");
+                crate::say!("error: {e}");
             }
             EXIT_START_FAILED
         }
@@ -235,7 +235,7 @@ fn run(args: &Args, ready: &mut Ready) -> Result<()> {
     let sock = dir.join("control.sock");
     match control::bind(&sock) {
         Ok(l) => spawn_control(l, shared.clone()),
-        Err(e) => eprintln!("warning: worker {}: {e}", args.name),
+        Err(e) => crate::say!("warning: worker {}: {e}", args.name),
     }
     {
         let shared = shared.clone();
@@ -374,12 +374,12 @@ fn spawn_pump(dir: &Path, rd: OwnedFd) -> std::sync::mpsc::Receiver<()> {
             let res = logs::LogWriter::open(&dir, logs::max_bytes_from_env())
                 .and_then(|mut w| logs::pump(rd, &mut w));
             if let Err(e) = res {
-                eprintln!("warning: {}: {e}", dir.display());
+                crate::say!("warning: {}: {e}", dir.display());
             }
             let _ = tx.send(());
         });
     if let Err(e) = res {
-        eprintln!("warning: starting the log thread: {e}");
+        crate::say!("warning: starting the log thread: {e}");
     }
     rx
 }
@@ -408,7 +408,7 @@ fn serve(stream: &std::os::unix::net::UnixStream, sh: &Shared) {
             (Some(open), Ok(conn)) => {
                 control::write_reply(stream, &Reply::ok("exec"));
                 if let Err(e) = open(conn) {
-                    eprintln!("warning: exec: {e}");
+                    crate::say!("warning: exec: {e}");
                 }
                 return;
             }
