@@ -14,7 +14,10 @@ use crate::{err, Result};
 
 pub mod edit;
 pub mod flatten;
+pub mod invalid;
 pub mod quantity;
+
+pub use invalid::InvalidEntry;
 
 /// The parsed `config.yaml`.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -22,6 +25,9 @@ pub struct Config {
     pub workers: Vec<WorkerEntry>,
     pub engine: EngineSettings,
     pub vm: VmSettings,
+    /// Entries of `workers:` that do not validate, set aside by [`Config::load_lenient`] (the
+    /// strict [`Config::load`] fails on them instead): `list` shows them, `remove` takes them out.
+    pub invalid: Vec<InvalidEntry>,
 }
 
 /// `engine:` — where the engine serves workers.
@@ -160,6 +166,7 @@ impl Config {
             workers,
             engine: raw.engine.unwrap_or_default(),
             vm: raw.vm.unwrap_or_default(),
+            invalid: Vec::new(),
         })
     }
 
