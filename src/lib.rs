@@ -16,6 +16,12 @@
 //! - [`cli`]: one file per command, thin.
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+// Unit tests that cannot run here say why with `skip!`, recorded like the integration tests'.
+#[cfg(test)]
+#[macro_use]
+#[path = "../tests/common/skip.rs"]
+mod skip;
+
 pub mod cli;
 pub mod config;
 pub mod engine;

@@ -181,7 +181,7 @@ mod tests {
     fn explicit_choices_are_kept_and_auto_needs_a_kernel() {
         // III_KERNEL is not set in unit tests (the vm tests set it only on child processes).
         if std::env::var_os("III_KERNEL").is_some() {
-            eprintln!("SKIP: III_KERNEL is set in this environment");
+            skip!("III_KERNEL is set in this environment");
             return;
         }
         let none = VmSettings::default();
