@@ -5,7 +5,9 @@
 //! - [`oci`]: image references, the registry client, the content-addressed store, layer unpacking.
 //! - [`config`]: `config.yaml` — the model, `${VAR}` expansion, flattening, textual editing.
 //! - [`project`]: where a project's files and the per-user store live.
-//! - [`file_lock`]: flock-based locks that die with their holder; [`pid`]: kill(2).
+//! - [`file_lock`]: flock-based locks that die with their holder.
+//! - [`sys`]: the raw system calls host and init share (processes, fds, fd passing, signals,
+//!   terminals), behind small safe functions.
 //! - [`stdio`]: iii's own stdout and stderr, written without panicking ([`say!`]).
 //! - [`sandbox`]: the contract both backends keep; [`sandbox::namespace`] and [`sandbox::vm`].
 //! - [`init`]: iii's own PID 1 inside a sandbox.
@@ -30,11 +32,11 @@ pub mod exec;
 pub mod file_lock;
 pub mod init;
 pub mod oci;
-pub mod pid;
 pub mod project;
 pub mod protocol;
 pub mod sandbox;
 pub mod stdio;
 pub mod supervisor;
+pub mod sys;
 
 pub use error::{Context, Error, Result};

@@ -26,12 +26,13 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use super::worker::Hardening;
 use crate::protocol::exec::{
     code, encode, output_header, spawn_failure_code, Decoder, ExecFrame, ExecMessage, ExecRequest,
-    ExecStatus, Output, Side, TtySize, INITIAL_CREDIT, MAX_CHUNK, OUTPUT_HEADER_LEN,
+    ExecStatus, Output, Side, INITIAL_CREDIT, MAX_CHUNK, OUTPUT_HEADER_LEN,
 };
 use crate::protocol::mux::Mux;
 use crate::protocol::{InitConfig, Setup};
-use crate::sandbox::namespace::process::Status;
 use crate::sandbox::namespace::{capabilities, seccomp};
+use crate::sys::fd::{bytes_available, pipe};
+use crate::sys::pid::Status;
 
 /// Where an exec'd command runs and as whom: the worker's environment and user.
 #[derive(Clone)]
@@ -85,13 +86,7 @@ pub fn attach(mux: &mut Mux, registry: &mio::Registry, stream: u32, ctx: &ExecCo
 
 /// For init's reaper: a reaped child that is not the worker may be an exec command.
 pub fn reaped(pid: i32, status: Status) {
-    child_exited(
-        pid,
-        match status {
-            Status::Exited(c) => ExecStatus::Code(c),
-            Status::Signaled(s) => ExecStatus::Signal(s),
-        },
-    );
+    child_exited(pid, status.into());
 }
 
 impl Default for ExecContext {
@@ -240,17 +235,10 @@ fn setup_failure(e: impl std::fmt::Display) -> StartFailure {
 
 /// Block until `pid` has exited; used only by an owner that is not the sandbox's reaper.
 fn wait_for(pid: i32) -> ExecStatus {
-    loop {
-        let mut status = 0;
-        // SAFETY: waitpid writes the status through a valid pointer.
-        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
-        if r == pid {
-            return ExecStatus::from_wait_status(status);
-        }
-        if r < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
-            // Reaped elsewhere: nothing to report but that it is gone.
-            return ExecStatus::Signal(libc::SIGKILL);
-        }
+    match crate::sys::pid::wait(pid) {
+        Ok(status) => status.into(),
+        // Reaped elsewhere: nothing to report but that it is gone.
+        Err(_) => ExecStatus::Signal(libc::SIGKILL),
     }
 }
 
@@ -303,77 +291,6 @@ fn errno_text(errno: i32) -> String {
         Some(f) => f.to_lowercase().collect::<String>() + c.as_str(),
         None => s,
     }
-}
-
-/// A pipe whose ends are both close-on-exec and above the stdio numbers (so `dup2` onto
-/// 0/1/2 in the child never clobbers another source fd).
-fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: pipe2 writes two fds into the array.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: both fds were just created and are owned by nobody else.
-    let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-    Ok((above_stdio(r)?, above_stdio(w)?))
-}
-
-fn above_stdio(fd: OwnedFd) -> std::io::Result<OwnedFd> {
-    if fd.as_raw_fd() > 2 {
-        return Ok(fd);
-    }
-    // SAFETY: F_DUPFD_CLOEXEC duplicates a valid fd to the lowest free number >= 3.
-    let n = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 3) };
-    if n < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: `n` is a fresh fd we own.
-    Ok(unsafe { OwnedFd::from_raw_fd(n) })
-}
-
-/// Open a pty pair from `ptmx`: (master, slave), both close-on-exec, slave sized `size`.
-fn open_pty(ptmx: &str, size: TtySize) -> std::io::Result<(OwnedFd, OwnedFd)> {
-    let path = CString::new(ptmx).map_err(|_| std::io::ErrorKind::InvalidInput)?;
-    // SAFETY: a valid C string path; the returned fd is checked.
-    let m = unsafe {
-        libc::open(
-            path.as_ptr(),
-            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
-        )
-    };
-    if m < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: `m` is a fresh fd we own.
-    let master = above_stdio(unsafe { OwnedFd::from_raw_fd(m) })?;
-    let unlock: libc::c_int = 0;
-    // SAFETY: TIOCSPTLCK reads an int through a valid pointer.
-    if unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK, &unlock) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // TIOCGPTPEER opens the slave of this very master, whatever path devpts is mounted at.
-    // SAFETY: TIOCGPTPEER takes open flags and returns a new fd, checked below.
-    let s = unsafe {
-        libc::ioctl(
-            master.as_raw_fd(),
-            libc::TIOCGPTPEER,
-            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
-        )
-    };
-    if s < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: `s` is a fresh fd we own.
-    let slave = above_stdio(unsafe { OwnedFd::from_raw_fd(s) })?;
-    crate::exec::terminal::set_window_size(
-        master.as_fd(),
-        crate::exec::terminal::WinSize {
-            rows: size.rows,
-            cols: size.cols,
-        },
-    )
-    .map_err(|e| std::io::Error::other(e.to_string()))?;
-    Ok((master, slave))
 }
 
 /// Fork and exec the command. Everything the child needs is prepared here, before `fork`, so
@@ -439,10 +356,15 @@ fn spawn(ctx: &ExecContext, req: &ExecRequest) -> Result<Spawned, StartFailure> 
         [OwnedFd; 3],
     ) = match req.tty {
         Some(size) => {
-            let (master, slave) = open_pty(&ctx.ptmx, size).map_err(|e| StartFailure {
-                code: code::III_FAILED,
-                message: format!("allocating a pseudo-terminal from {}: {e}", ctx.ptmx),
-            })?;
+            let size = crate::sys::pty::WinSize {
+                rows: size.rows,
+                cols: size.cols,
+            };
+            let (master, slave) =
+                crate::sys::pty::open_pair(&ctx.ptmx, size).map_err(|e| StartFailure {
+                    code: code::III_FAILED,
+                    message: format!("allocating a pseudo-terminal from {}: {e}", ctx.ptmx),
+                })?;
             let s1 = slave.try_clone().map_err(io)?;
             let s2 = slave.try_clone().map_err(io)?;
             (master, None, None, [slave, s1, s2])
@@ -451,11 +373,9 @@ fn spawn(ctx: &ExecContext, req: &ExecRequest) -> Result<Spawned, StartFailure> 
             let (in_r, in_w) = pipe().map_err(io)?;
             let (out_r, out_w) = pipe().map_err(io)?;
             let (err_r, err_w) = pipe().map_err(io)?;
-            // Bigger pipes: fewer, larger reads and writes for bulk data (best effort; the
-            // limit is /proc/sys/fs/pipe-max-size).
+            // Bigger pipes: fewer, larger reads and writes for bulk data.
             for fd in [&in_w, &out_r] {
-                // SAFETY: F_SETPIPE_SZ on a pipe we own; failure leaves the default size.
-                unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_SIZE) };
+                crate::sys::fd::set_pipe_size(fd.as_fd(), PIPE_SIZE);
             }
             (in_w, Some(out_r), Some(err_r), [in_r, out_w, err_w])
         }
@@ -518,8 +438,7 @@ fn spawn(ctx: &ExecContext, req: &ExecRequest) -> Result<Spawned, StartFailure> 
         });
     }
     // The child has _exit'ed; reap it unless init's reaper is faster (then ECHILD is fine).
-    // SAFETY: waitpid on our own child with a null status pointer.
-    unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
+    let _ = crate::sys::pid::wait(pid);
     let stage = u32::from_ne_bytes(report[..4].try_into().expect("4 bytes"));
     let errno = i32::from_ne_bytes(report[4..].try_into().expect("4 bytes"));
     let why = errno_text(errno);
@@ -702,24 +621,7 @@ struct Pump {
 }
 
 fn set_nonblocking(fd: RawFd) -> std::io::Result<()> {
-    // SAFETY: F_GETFL/F_SETFL on a valid fd.
-    unsafe {
-        let fl = libc::fcntl(fd, libc::F_GETFL);
-        if fl < 0 || libc::fcntl(fd, libc::F_SETFL, fl | libc::O_NONBLOCK) < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-    }
-    Ok(())
-}
-
-/// Bytes waiting to be read on a pipe or pty master (unknown counts as some).
-fn bytes_available(fd: RawFd) -> i32 {
-    let mut n: libc::c_int = 0;
-    // SAFETY: FIONREAD writes one int through a valid pointer.
-    if unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n) } != 0 {
-        return 1;
-    }
-    n
+    crate::sys::fd::set_nonblocking(fd, true)
 }
 
 impl Pump {
@@ -797,7 +699,7 @@ impl Pump {
     fn kill_group(&self, signal: i32) {
         if self.exited.is_none() {
             // The group is the command's own (it is its process group leader).
-            let _ = crate::pid::kill(-self.pid, signal);
+            let _ = crate::sys::pid::kill(-self.pid, signal);
         }
     }
 
@@ -860,13 +762,11 @@ impl Pump {
             }
             Event::Frame(ExecFrame::Message(ExecMessage::Resize(size))) => {
                 if let (true, Some(m)) = (self.tty, &self.input) {
-                    let _ = crate::exec::terminal::set_window_size(
-                        m.as_fd(),
-                        crate::exec::terminal::WinSize {
-                            rows: size.rows,
-                            cols: size.cols,
-                        },
-                    );
+                    let size = crate::sys::pty::WinSize {
+                        rows: size.rows,
+                        cols: size.cols,
+                    };
+                    let _ = crate::sys::pty::set_window_size(m.as_fd(), size);
                 }
             }
             Event::Frame(ExecFrame::Close) => self.host_lost(),
@@ -936,24 +836,11 @@ impl Pump {
                     break;
                 }
                 let want = (self.credit as usize).clamp(1, MAX_CHUNK);
-                // The payload is read straight into the frame buffer, after room for the header
-                // (not zeroed first: the read fills what is used).
+                // The payload is read straight into the frame buffer, after room for the header.
                 buf.clear();
                 buf.extend_from_slice(&[0; OUTPUT_HEADER_LEN]);
-                buf.reserve(want);
-                // SAFETY: after `reserve`, the spare capacity past the header holds `want`
-                // bytes; read writes at most that many there.
-                let n = unsafe {
-                    libc::read(
-                        fd.as_raw_fd(),
-                        buf.as_mut_ptr().add(OUTPUT_HEADER_LEN).cast(),
-                        want,
-                    )
-                };
-                if n > 0 {
-                    let n = n as usize;
-                    // SAFETY: read initialized exactly `n` bytes after the header.
-                    unsafe { buf.set_len(OUTPUT_HEADER_LEN + n) };
+                let read = crate::sys::fd::read_append(fd.as_raw_fd(), &mut buf, want);
+                if let Ok(n @ 1..) = read {
                     if !self.host_gone {
                         // At most one byte beyond the credit, when data raced the check above.
                         self.credit = self.credit.saturating_sub(n as u64);
@@ -964,10 +851,10 @@ impl Pump {
                     }
                     continue;
                 }
-                let errno = last_errno();
-                if n < 0 && errno == libc::EAGAIN {
+                let errno = read.err().and_then(|e| e.raw_os_error());
+                if errno == Some(libc::EAGAIN) {
                     self.readable[i] = false;
-                } else if n < 0 && errno == libc::EINTR {
+                } else if errno == Some(libc::EINTR) {
                     continue;
                 } else {
                     // EOF on a pipe, or EIO on a pty master whose slave is closed everywhere.

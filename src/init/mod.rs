@@ -23,7 +23,8 @@ use crate::protocol::{
     encode_message, Decoder, ExitStatus, InitConfig, Message, Setup, SANDBOX_STREAM,
 };
 use crate::sandbox::namespace::mounts;
-use crate::sandbox::namespace::process::{self, Status};
+use crate::sandbox::namespace::process;
+use crate::sys::pid::{self, Status};
 use crate::{err, Result};
 
 pub mod exec;
@@ -66,17 +67,14 @@ pub fn entry() -> Option<i32> {
 
 fn run() -> i32 {
     // Only fds 0–4 are ours; anything else leaked from the host side must not reach the worker.
-    // SAFETY: close_range takes plain integers.
-    unsafe { libc::syscall(libc::SYS_close_range, 5u32, u32::MAX, 0u32) };
+    crate::sys::fd::close_from(5);
     // SAFETY: fd 3 is the control channel our parent set up; we take ownership of it.
     let chan = unsafe { UnixStream::from_raw_fd(INIT_CONTROL_FD) };
     // SAFETY: fd 4 is the exec door our parent set up; we take ownership of it.
     let door = unsafe { OwnedFd::from_raw_fd(process::INIT_EXEC_DOOR_FD) };
     // The worker must not inherit the channel or the door.
-    // SAFETY: fcntl on our own fds.
-    unsafe {
-        libc::fcntl(INIT_CONTROL_FD, libc::F_SETFD, libc::FD_CLOEXEC);
-        libc::fcntl(process::INIT_EXEC_DOOR_FD, libc::F_SETFD, libc::FD_CLOEXEC);
+    for fd in [INIT_CONTROL_FD, process::INIT_EXEC_DOOR_FD] {
+        let _ = crate::sys::fd::set_cloexec(fd);
     }
     run_on(chan, Some(door))
 }
@@ -191,23 +189,9 @@ fn report_early_exit(chan: &UnixStream, code: i32) -> i32 {
 /// Block the signals init handles and return a signalfd that delivers them. Blocked before
 /// the worker exists so none is lost; the worker unblocks them before exec.
 fn block_signals() -> Result<OwnedFd> {
-    // SAFETY: sigset manipulation on a local, then sigprocmask/signalfd with it.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGCHLD);
-        for s in FORWARDED {
-            libc::sigaddset(&mut set, *s);
-        }
-        if libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) < 0 {
-            return Err(err!("blocking signals: {}", io::Error::last_os_error()));
-        }
-        let fd = libc::signalfd(-1, &set, libc::SFD_NONBLOCK | libc::SFD_CLOEXEC);
-        if fd < 0 {
-            return Err(err!("signalfd: {}", io::Error::last_os_error()));
-        }
-        Ok(OwnedFd::from_raw_fd(fd))
-    }
+    let mut set = vec![libc::SIGCHLD];
+    set.extend_from_slice(FORWARDED);
+    crate::sys::signal::block_into_fd(&set).map_err(|e| err!("blocking signals: {e}"))
 }
 
 fn setup(cfg: &InitConfig, chan: &UnixStream, dec: &mut Decoder) -> Result<()> {
@@ -287,14 +271,7 @@ fn serve(
     let mut exec_door = exec_door;
     if let Some(door) = &exec_door {
         let fd = door.as_raw_fd();
-        // SAFETY: F_GETFL/F_SETFL on our own fd.
-        unsafe {
-            libc::fcntl(
-                fd,
-                libc::F_SETFL,
-                libc::fcntl(fd, libc::F_GETFL) | libc::O_NONBLOCK,
-            )
-        };
+        crate::sys::fd::set_nonblocking(fd, true).map_err(|e| err!("init: the exec door: {e}"))?;
         poll.registry()
             .register(&mut SourceFd(&fd), EXEC_DOOR, Interest::READABLE)
             .map_err(|e| err!("init: registering the exec door: {e}"))?;
@@ -314,7 +291,7 @@ fn serve(
                     stream: SANDBOX_STREAM,
                     message: Message::Signal { signal },
                 } => {
-                    process::kill(worker, signal).ok();
+                    pid::kill(worker, signal).ok();
                 }
                 MuxEvent::Message { .. } => {}
                 MuxEvent::Open {
@@ -330,11 +307,11 @@ fn serve(
                 }
             }
         }
-        while let Some((pid, status)) = process::reap_any() {
-            if pid == worker {
+        while let Some((child, status)) = pid::reap_any() {
+            if child == worker {
                 worker_status = Some(status);
             } else {
-                exec::reaped(pid, status);
+                exec::reaped(child, status);
             }
         }
         if let Some(status) = worker_status {
@@ -354,9 +331,9 @@ fn serve(
         for e in events.iter() {
             match e.token() {
                 SIGNALS => {
-                    for sig in read_signals(sigfd) {
+                    for sig in crate::sys::signal::drain(sigfd) {
                         if sig != libc::SIGCHLD {
-                            process::kill(worker, sig).ok();
+                            pid::kill(worker, sig).ok();
                         }
                     }
                 }
@@ -421,21 +398,5 @@ fn take_exec_clients(door: Option<&OwnedFd>, ctx: &exec::ExecContext) -> bool {
                 return false;
             }
         }
-    }
-}
-
-/// Drain the signalfd.
-fn read_signals(fd: libc::c_int) -> Vec<libc::c_int> {
-    let mut out = Vec::new();
-    loop {
-        // SAFETY: signalfd_siginfo is plain data; read fills at most its size.
-        let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
-        let size = std::mem::size_of::<libc::signalfd_siginfo>();
-        // SAFETY: reading into the local struct of exactly `size` bytes.
-        let n = unsafe { libc::read(fd, &mut info as *mut _ as *mut libc::c_void, size) };
-        if n != size as isize {
-            return out;
-        }
-        out.push(info.ssi_signo as libc::c_int);
     }
 }

@@ -262,8 +262,7 @@ fn apply_layers(
     let ready = Condvar::new();
     let queue = Mutex::new(background.iter().copied().collect::<VecDeque<usize>>());
     let opts = UnpackOptions {
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        privileged: unsafe { libc::geteuid() } == 0,
+        privileged: crate::sys::pid::effective_uid() == 0,
     };
 
     std::thread::scope(|s| {

@@ -383,7 +383,7 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 fn process_alive(pid: i32) -> bool {
-    crate::pid::exists(pid)
+    crate::sys::pid::exists(pid)
 }
 
 #[cfg(test)]

@@ -167,7 +167,7 @@ pub trait Sandbox: Send {
     fn signaller(&self) -> Signaller {
         let pid = self.pid();
         std::sync::Arc::new(move |signal| {
-            crate::pid::kill(pid as i32, signal)
+            crate::sys::pid::kill(pid as i32, signal)
                 .map_err(|e| crate::err!("sending signal {signal} to pid {pid}: {e}"))
         })
     }

@@ -119,25 +119,8 @@ pub fn bind(path: &Path) -> Result<UnixListener> {
 
 /// Whether the peer of `stream` is the same user as this process, or root.
 pub fn peer_allowed(stream: &UnixStream) -> bool {
-    let mut cred = libc::ucred {
-        pid: 0,
-        uid: u32::MAX,
-        gid: u32::MAX,
-    };
-    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
-    // SAFETY: `cred` and `len` are valid for writes and `len` holds the size of `cred`.
-    let r = unsafe {
-        libc::getsockopt(
-            stream.as_fd().as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_PEERCRED,
-            (&mut cred as *mut libc::ucred).cast(),
-            &mut len,
-        )
-    };
-    // SAFETY: geteuid has no preconditions.
-    let me = unsafe { libc::geteuid() };
-    r == 0 && (cred.uid == me || cred.uid == 0)
+    let me = crate::sys::pid::effective_uid();
+    crate::sys::socket::peer_uid(stream.as_fd()).is_ok_and(|uid| uid == me || uid == 0)
 }
 
 /// Connect to the socket at `path`; `Ok(None)` when nothing listens there (no file, or a

@@ -95,7 +95,7 @@ pub fn stop_monitor(dir: &Path, st: &WorkerState, timeout: Duration) -> Result<S
             // No control socket (still starting): the monitor takes SIGTERM as "stop".
             if let Some(pid) = st.monitor_pid {
                 // Liveness was checked with the PID's start time just before.
-                let _ = crate::pid::kill(pid as i32, libc::SIGTERM);
+                let _ = crate::sys::pid::kill(pid as i32, libc::SIGTERM);
             }
             StopOutcome::Stopped
         }
@@ -107,7 +107,7 @@ pub fn stop_monitor(dir: &Path, st: &WorkerState, timeout: Duration) -> Result<S
         if Instant::now() >= deadline {
             if let Some(pid) = st.monitor_pid {
                 // As above; the sandbox dies with its monitor.
-                let _ = crate::pid::kill(pid as i32, libc::SIGKILL);
+                let _ = crate::sys::pid::kill(pid as i32, libc::SIGKILL);
             }
             std::thread::sleep(Duration::from_millis(100));
             break;

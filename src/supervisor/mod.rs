@@ -325,7 +325,7 @@ impl Supervisor {
             Ok(Some(_)) => lifecycle::StopOutcome::Stopped,
             // Still starting (no socket yet) or ending: the monitor takes SIGTERM as "stop".
             _ => {
-                let _ = crate::pid::kill(mon as i32, libc::SIGTERM);
+                let _ = crate::sys::pid::kill(mon as i32, libc::SIGTERM);
                 lifecycle::StopOutcome::Stopped
             }
         };
@@ -335,7 +335,7 @@ impl Supervisor {
         while c.monitor == Some(mon) {
             if Instant::now() >= deadline {
                 // `mon` is our unreaped child, so its PID cannot have been reused.
-                let _ = crate::pid::kill(mon as i32, libc::SIGKILL);
+                let _ = crate::sys::pid::kill(mon as i32, libc::SIGKILL);
             }
             c = slot
                 .cv

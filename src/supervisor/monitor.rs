@@ -12,7 +12,7 @@
 use std::fs::File;
 use std::io::Write;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -113,17 +113,14 @@ struct Ready(Option<File>);
 
 impl Ready {
     fn take_stdout() -> Ready {
-        // SAFETY: dup of fd 1 has no memory-safety preconditions; the result is checked.
-        let fd = unsafe { libc::fcntl(1, libc::F_DUPFD_CLOEXEC, 3) };
-        if fd < 0 {
+        use std::os::fd::AsFd;
+        let Ok(report) = crate::sys::fd::dup_above(std::io::stdout().as_fd(), 3) else {
             return Ready(None);
-        }
+        };
         if let Ok(null) = File::options().write(true).open("/dev/null") {
-            // SAFETY: both descriptors are open; dup2 atomically replaces fd 1.
-            unsafe { libc::dup2(null.as_raw_fd(), 1) };
+            let _ = crate::sys::fd::redirect(null.as_fd(), 1);
         }
-        // SAFETY: `fd` was just returned by fcntl(F_DUPFD_CLOEXEC) and is owned by nobody else.
-        Ready(Some(unsafe { File::from_raw_fd(fd) }))
+        Ready(Some(File::from(report)))
     }
 
     /// Send the report; false if there was no one to send it to.

@@ -40,8 +40,8 @@ pub mod process;
 pub mod seccomp;
 pub mod user;
 
+use crate::sys::pid::{self, Status};
 use cgroup::Cgroup;
-use process::Status;
 
 /// How long [`start`] waits for init to report the worker started.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -218,8 +218,8 @@ pub fn start_with(spec: &SandboxSpec, stdio: Stdio, opts: &Options) -> Result<Na
 
     // From here a failure must not leave init behind.
     let abort = |cgroup: &mut Cgroup, e: crate::Error| -> crate::Error {
-        process::kill(pid, libc::SIGKILL).ok();
-        let status = process::wait_pid(pid);
+        pid::kill(pid, libc::SIGKILL).ok();
+        let status = pid::wait(pid);
         cgroup.remove().ok();
         match status {
             Ok(Status::Exited(c)) => err!("{} (init exited with status {c})", e.message()),
@@ -430,7 +430,7 @@ impl NamespaceSandbox {
     }
 
     fn reap(&mut self) -> Result<WorkerExit> {
-        let status = match process::wait_pid(self.pid) {
+        let status = match pid::wait(self.pid) {
             Ok(s) => Some(s),
             // Someone else reaped init (an owner's waitpid(-1)): it is gone all the same, and
             // the channel still tells how the worker ended.
@@ -492,7 +492,7 @@ impl Sandbox for NamespaceSandbox {
         }
         // Init forwards every catchable signal to the worker; SIGKILL takes the whole
         // sandbox down at once.
-        process::kill(self.pid, signal).with_context(|| format!("signalling worker {}", self.name))
+        pid::kill(self.pid, signal).with_context(|| format!("signalling worker {}", self.name))
     }
 
     fn wait(&mut self) -> Result<WorkerExit> {
@@ -506,7 +506,7 @@ impl Sandbox for NamespaceSandbox {
 impl Drop for NamespaceSandbox {
     fn drop(&mut self) {
         if self.exit.is_none() {
-            process::kill(self.pid, libc::SIGKILL).ok();
+            pid::kill(self.pid, libc::SIGKILL).ok();
             self.reap().ok();
         }
     }
