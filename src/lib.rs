@@ -11,6 +11,8 @@
 //! - [`stdio`]: iii's own stdout and stderr, written without panicking ([`say!`]).
 //! - [`sandbox`]: the contract both backends keep; [`sandbox::namespace`] and [`sandbox::vm`].
 //! - [`init`]: iii's own PID 1 inside a sandbox.
+//! - [`harden`]: what init takes away from a worker (capabilities, seccomp, the root it
+//!   sees), and the seccomp builder the VMM confines its threads with.
 //! - [`protocol`]: the control-channel wire format, used by both ends.
 //! - [`engine`]: `iii` itself — the process that serves workers and supervises them.
 //! - [`supervisor`]: the container workers' supervisor, per-worker monitor, control sockets, logs.
@@ -30,6 +32,7 @@ pub mod engine;
 pub mod error;
 pub mod exec;
 pub mod file_lock;
+pub mod harden;
 pub mod init;
 pub mod oci;
 pub mod project;

@@ -23,14 +23,13 @@ use std::time::{Duration, Instant};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 
-use super::worker::Hardening;
+use crate::harden::{capabilities, seccomp, Hardening};
 use crate::protocol::exec::{
     code, encode, output_header, spawn_failure_code, Decoder, ExecFrame, ExecMessage, ExecRequest,
     ExecStatus, Output, Side, INITIAL_CREDIT, MAX_CHUNK, OUTPUT_HEADER_LEN,
 };
 use crate::protocol::mux::Mux;
 use crate::protocol::{InitConfig, Setup};
-use crate::sandbox::namespace::{capabilities, seccomp};
 use crate::sys::fd::{bytes_available, pipe};
 use crate::sys::pid::Status;
 

@@ -29,13 +29,10 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use crate::protocol::init::{LAYER_LABEL, ROOT_LABEL};
 use crate::sys::pty::Termios;
 use crate::{err, Context, Result};
 
-/// ext2 volume labels of the guest's root disk (image tree, read-only) and writable layer:
-/// init finds its disks by label, not by probe order.
-pub const ROOT_LABEL: &str = "iii-root";
-pub const LAYER_LABEL: &str = "iii-layer";
 /// The control channel's console device in the guest.
 pub const CONTROL_CONSOLE: &str = "/dev/hvc0";
 

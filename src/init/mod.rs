@@ -18,12 +18,12 @@ use std::os::unix::net::UnixStream;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
+use crate::harden::{mounts, Hardening};
+use crate::protocol::init::INIT_EXEC_DOOR_FD;
 use crate::protocol::mux::{Mux, MuxEvent};
 use crate::protocol::{
     encode_message, Decoder, ExitStatus, InitConfig, Message, Setup, SANDBOX_STREAM,
 };
-use crate::sandbox::namespace::mounts;
-use crate::sandbox::namespace::process;
 use crate::sys::pid::{self, Status};
 use crate::{err, Result};
 
@@ -31,7 +31,7 @@ pub mod exec;
 pub mod guest;
 pub mod worker;
 
-pub use crate::sandbox::namespace::process::{INIT_ARG, INIT_CONTROL_FD};
+pub use crate::protocol::init::{INIT_ARG, INIT_CONTROL_FD};
 
 const SIGNALS: Token = Token(1);
 const LISTENER: Token = Token(2);
@@ -71,9 +71,9 @@ fn run() -> i32 {
     // SAFETY: fd 3 is the control channel our parent set up; we take ownership of it.
     let chan = unsafe { UnixStream::from_raw_fd(INIT_CONTROL_FD) };
     // SAFETY: fd 4 is the exec door our parent set up; we take ownership of it.
-    let door = unsafe { OwnedFd::from_raw_fd(process::INIT_EXEC_DOOR_FD) };
+    let door = unsafe { OwnedFd::from_raw_fd(INIT_EXEC_DOOR_FD) };
     // The worker must not inherit the channel or the door.
-    for fd in [INIT_CONTROL_FD, process::INIT_EXEC_DOOR_FD] {
+    for fd in [INIT_CONTROL_FD, INIT_EXEC_DOOR_FD] {
         let _ = crate::sys::fd::set_cloexec(fd);
     }
     run_on(chan, Some(door))
@@ -104,7 +104,7 @@ fn run_on(chan: UnixStream, exec_door: Option<OwnedFd>) -> i32 {
         return setup_failed(&chan, e);
     }
     let hardening = match cfg.setup {
-        Setup::Namespace { .. } => Some(worker::Hardening::namespace_default()),
+        Setup::Namespace { .. } => Some(Hardening::namespace_default()),
         // The VM is the isolation boundary; the guest kernel holds nothing else to protect.
         Setup::Vm => None,
     };

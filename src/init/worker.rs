@@ -10,8 +10,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+use crate::harden::{capabilities, seccomp, Hardening};
 use crate::protocol::ProcessConfig;
-use crate::sandbox::namespace::{capabilities, seccomp};
 
 /// Exit code when the command is not found (docker, shells).
 pub const NOT_FOUND: i32 = 127;
@@ -19,21 +19,6 @@ pub const NOT_FOUND: i32 = 127;
 pub const NOT_EXECUTABLE: i32 = 126;
 
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-
-/// The `namespace` backend's restrictions, prepared before the fork.
-pub struct Hardening {
-    pub seccomp: Vec<libc::sock_filter>,
-    pub last_cap: u32,
-}
-
-impl Hardening {
-    pub fn namespace_default() -> Hardening {
-        Hardening {
-            seccomp: seccomp::program(),
-            last_cap: capabilities::last_cap(),
-        }
-    }
-}
 
 /// Why the worker could not be started: its exit code and a one-line reason.
 #[derive(Debug)]

@@ -83,6 +83,15 @@ impl ExecStatus {
     }
 }
 
+impl From<crate::sys::pid::Status> for ExecStatus {
+    fn from(s: crate::sys::pid::Status) -> Self {
+        match s {
+            crate::sys::pid::Status::Exited(c) => ExecStatus::Code(c),
+            crate::sys::pid::Status::Signaled(n) => ExecStatus::Signal(n),
+        }
+    }
+}
+
 /// Exit codes of `iii worker exec` itself (SPEC §7, as `docker exec`).
 pub mod code {
     /// iii failed: worker unknown or not running, connection lost.

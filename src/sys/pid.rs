@@ -47,15 +47,6 @@ impl Status {
     }
 }
 
-impl From<Status> for crate::protocol::exec::ExecStatus {
-    fn from(s: Status) -> Self {
-        match s {
-            Status::Exited(c) => crate::protocol::exec::ExecStatus::Code(c),
-            Status::Signaled(n) => crate::protocol::exec::ExecStatus::Signal(n),
-        }
-    }
-}
-
 /// `waitpid(pid, flags)`, retried on EINTR: `Ok(None)` when WNOHANG found nothing ready.
 fn waitpid(pid: libc::pid_t, flags: libc::c_int) -> io::Result<Option<(libc::pid_t, Status)>> {
     let mut status = 0;

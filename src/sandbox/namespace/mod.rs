@@ -5,7 +5,7 @@
 //! with one end of a socketpair as the control channel. Init builds the root filesystem from
 //! the image (read-only overlay lower) and the worker's persistent writable layer
 //! (`<worker_dir>/layer/{upper,work}`), pivots into it and starts the worker, hardened
-//! (capabilities, no_new_privs, seccomp). The host end of the channel is served by a thread
+//! (capabilities, no_new_privs, seccomp: [`crate::harden`]). The host end of the channel is served by a thread
 //! owned by [`NamespaceSandbox`]: it records the worker's exit and carries engine-link
 //! connections to `SandboxSpec::engine_addr`.
 //!
@@ -33,11 +33,8 @@ use crate::protocol::{
 use crate::sandbox::{Backend, Network, Sandbox, SandboxSpec, Stdio, WorkerExit};
 use crate::{err, Context, Result};
 
-pub mod capabilities;
 pub mod cgroup;
-pub mod mounts;
-pub mod process;
-pub mod seccomp;
+pub mod clone;
 pub mod user;
 
 use crate::sys::pid::{self, Status};
@@ -200,10 +197,10 @@ pub fn start_with(spec: &SandboxSpec, stdio: Stdio, opts: &Options) -> Result<Na
     }
     let init_fd = std::os::fd::OwnedFd::from(init_end);
     let stdin_fd = std::os::fd::OwnedFd::from(devnull);
-    let pid = process::clone_init(
+    let pid = clone::clone_init(
         &exe,
         flags,
-        process::InitFds {
+        clone::InitFds {
             control: &init_fd,
             exec_door: &door_init,
             stdin: &stdin_fd,

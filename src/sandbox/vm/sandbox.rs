@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use mio::{Poll, Waker};
 
 use super::{ext2, initramfs, DiskConfig, StopHandle, Vm, VmConfig, VmExit};
-use crate::init::guest::{LAYER_LABEL, ROOT_LABEL};
+use crate::protocol::init::{LAYER_LABEL, ROOT_LABEL};
 use crate::protocol::{
     encode_window, ExitStatus, InitConfig, Message, Setup, HEADER_LEN, SANDBOX_STREAM,
 };

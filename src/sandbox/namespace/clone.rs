@@ -1,5 +1,5 @@
-//! The few unsafe process primitives of the `namespace` backend: cloning init into fresh
-//! namespaces (host side), and forking and exec'ing the worker (init side).
+//! Cloning init into fresh namespaces: the one unsafe process primitive of the `namespace`
+//! backend (the worker itself is started by init: see `init::spawn`).
 //!
 //! Why init is a re-exec of the iii binary rather than Rust code running after `clone`: the
 //! host process (the engine's monitor) is multi-threaded, and after a raw `clone` the child may
@@ -12,17 +12,10 @@
 use std::ffi::CString;
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
+use crate::protocol::init::{INIT_ARG, INIT_CONTROL_FD, INIT_EXEC_DOOR_FD};
 use crate::sys::fd::dup_above;
-
-/// The control channel's fd number in init.
-pub const INIT_CONTROL_FD: RawFd = 3;
-/// The exec door's fd number in init (see `crate::exec::door`).
-pub const INIT_EXEC_DOOR_FD: RawFd = 4;
-
-/// The first argument that makes the iii binary run as init.
-pub const INIT_ARG: &str = "__iii_init";
 
 /// The fds init starts with: the control channel as fd 3, the exec door as fd 4, and its
 /// stdio.
