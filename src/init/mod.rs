@@ -7,7 +7,7 @@
 //! it receives (SIGTERM, SIGINT, …) to the worker, carries engine-link connections
 //! (127.0.0.1:<engine port> inside → the host engine) over the channel, serves `iii worker
 //! exec` (streams on the channel, or in `namespace` sandboxes the client's own connection,
-//! handed over on the exec door, fd 4: see `crate::exec::door`), and finally reports
+//! handed over on the exec door, fd 4: see `sandbox::namespace::door`), and finally reports
 //! the worker's exit status and exits with it. EOF on the channel means the host side died:
 //! init exits at once, and the kernel kills every process of the sandbox with it.
 
@@ -81,7 +81,7 @@ fn run() -> i32 {
 
 /// The init loop on a control channel `chan` (close-on-exec): read `Start`, set up, start the
 /// worker, serve until it exits. Shared by both backends (only `namespace` has an exec door:
-/// see `crate::exec::door`); returns init's exit code.
+/// see `sandbox::namespace::door`); returns init's exit code.
 fn run_on(chan: UnixStream, exec_door: Option<OwnedFd>) -> i32 {
     // As PID 1 of a namespace, a signal we neither handle nor block is dropped: block them
     // first, so a SIGTERM that arrives during setup still reaches the worker.
@@ -380,8 +380,9 @@ fn take_exec_clients(door: Option<&OwnedFd>, ctx: &exec::ExecContext) -> bool {
     use std::os::fd::AsFd;
     let Some(door) = door else { return false };
     loop {
-        match crate::exec::door::recv(door.as_fd()) {
+        match crate::sys::socket::recv_fd(door.as_fd()) {
             Ok(Some(conn)) => {
+                let conn = UnixStream::from(conn);
                 // The host's accepted socket may carry its non-blocking flag; the exec server
                 // reads and writes it blocking (a slow client then holds the command back).
                 if conn.set_nonblocking(false).is_err() {

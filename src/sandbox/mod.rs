@@ -12,6 +12,7 @@ use std::path::PathBuf;
 
 use crate::Result;
 
+pub mod channel;
 pub mod namespace;
 pub mod vm;
 
@@ -173,5 +174,6 @@ pub trait Sandbox: Send {
     }
 }
 
-/// Carries one `iii worker exec` client connection into a sandbox (see `exec::host`).
+/// Carries one `iii worker exec` client connection into a sandbox (see
+/// [`channel::exec_opener`] and `namespace::door`).
 pub type ExecOpener = Box<dyn Fn(std::os::unix::net::UnixStream) -> Result<()> + Send + Sync>;

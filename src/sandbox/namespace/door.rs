@@ -1,9 +1,11 @@
 //! The exec door of a `namespace` sandbox: a `SOCK_SEQPACKET` socketpair between the host and
 //! init over which the host hands each exec client's connection (the fd itself, as
-//! `SCM_RIGHTS`) to init. Init's exec server then speaks exec frames with the client directly,
-//! so output skips the monitor and the control channel's multiplexer (two processes and
-//! several copies fewer). The VM backend cannot pass fds into a guest and keeps carrying exec
-//! streams over its control channel ([`super::host`]).
+//! `SCM_RIGHTS`) to init, which takes it with [`crate::sys::socket::recv_fd`] on fd
+//! [`crate::protocol::init::INIT_EXEC_DOOR_FD`]. Init's exec server then speaks exec frames
+//! with the client directly, so output skips the monitor and the control channel's
+//! multiplexer (two processes and several copies fewer). The VM backend cannot pass fds into
+//! a guest and keeps carrying exec streams over its control channel
+//! ([`super::super::channel::exec_opener`]).
 //!
 //! Flow control is unchanged: the client and init's exec server run the exec protocol's credit
 //! end to end, and init writes to the connection blocking, so the socket's own buffer is all
@@ -26,12 +28,6 @@ pub fn send(door: BorrowedFd<'_>, conn: UnixStream) -> io::Result<()> {
     socket::send_fd(door, conn.as_fd())
 }
 
-/// Take the next connection from the door (init side; the door is non-blocking).
-/// `Ok(None)`: nothing waiting now. `Err(UnexpectedEof)`: the host closed its end.
-pub fn recv(door: BorrowedFd<'_>) -> io::Result<Option<UnixStream>> {
-    Ok(socket::recv_fd(door)?.map(UnixStream::from))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -43,6 +39,7 @@ mod tests {
         let (host, init) = pair().unwrap();
         let (mut ours, theirs) = UnixStream::pair().unwrap();
         send(host.as_fd(), theirs).unwrap();
+        let recv = |fd| socket::recv_fd(fd).map(|c| c.map(UnixStream::from));
         let mut got = recv(init.as_fd()).unwrap().expect("a connection");
         ours.write_all(b"ping").unwrap();
         let mut b = [0u8; 4];
