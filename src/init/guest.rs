@@ -50,7 +50,7 @@ pub fn run() -> ! {
             // The worker's exit went into the channel; let the relay write it to the console.
             wait_relay(relay, Duration::from_secs(5));
         }
-        Err(e) => eprintln!("iii-init: guest bring-up: {e}"),
+        Err(e) => crate::say!("iii-init: guest bring-up: {e}"),
     }
     power_off()
 }
@@ -145,7 +145,7 @@ fn mount_optional(
     data: Option<&str>,
 ) {
     if let Err(e) = mount(source, target, fstype, flags, data) {
-        eprintln!("iii-init: warning: {e}");
+        crate::say!("iii-init: warning: {e}");
     }
 }
 

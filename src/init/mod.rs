@@ -29,6 +29,7 @@ use crate::{err, Result};
 
 pub mod exec;
 pub mod guest;
+pub mod spawn;
 pub mod worker;
 
 pub use crate::protocol::init::{INIT_ARG, INIT_CONTROL_FD};
@@ -96,7 +97,7 @@ fn run_on(chan: UnixStream, exec_door: Option<OwnedFd>) -> i32 {
     }) {
         Ok(x) => x,
         Err(e) => {
-            eprintln!("iii-init: {e}");
+            crate::say!("iii-init: {e}");
             return 1;
         }
     };
@@ -108,21 +109,14 @@ fn run_on(chan: UnixStream, exec_door: Option<OwnedFd>) -> i32 {
         // The VM is the isolation boundary; the guest kernel holds nothing else to protect.
         Setup::Vm => None,
     };
-    let pid = match worker::spawn(&cfg.process, hardening.as_ref()) {
-        Ok((pid, failure)) => {
-            if let Some(f) = failure {
-                // The worker's stderr is its log: that is where a user looks.
-                eprintln!(
-                    "iii-init: cannot start worker {}: {}",
-                    cfg.hostname, f.message
-                );
-            }
-            pid
-        }
+    let pid = match worker::start(&cfg.process, hardening.as_ref()) {
+        Ok(pid) => pid,
         Err(f) => {
-            eprintln!(
+            // The worker's stderr is its log: that is where a user looks.
+            crate::say!(
                 "iii-init: cannot start worker {}: {}",
-                cfg.hostname, f.message
+                cfg.hostname,
+                f.message
             );
             return report_early_exit(&chan, f.code);
         }
@@ -130,7 +124,7 @@ fn run_on(chan: UnixStream, exec_door: Option<OwnedFd>) -> i32 {
     match serve(chan, exec_door, decoder, signals, pid, &cfg) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("iii-init: {e}");
+            crate::say!("iii-init: {e}");
             1
         }
     }
@@ -169,7 +163,7 @@ fn send_blocking(mut chan: &UnixStream, msg: &Message) {
 }
 
 fn setup_failed(chan: &UnixStream, e: crate::Error) -> i32 {
-    eprintln!("iii-init: {e}");
+    crate::say!("iii-init: {e}");
     send_blocking(
         chan,
         &Message::Failed {
@@ -179,7 +173,7 @@ fn setup_failed(chan: &UnixStream, e: crate::Error) -> i32 {
     1
 }
 
-/// The worker could not even be forked: report it as started-and-exited with `code`.
+/// The worker did not start: report it as started-and-exited with `code`.
 fn report_early_exit(chan: &UnixStream, code: i32) -> i32 {
     send_blocking(chan, &Message::Started { pid: 0 });
     send_blocking(chan, &Message::Exited(ExitStatus::Code(code)));
@@ -261,7 +255,7 @@ fn serve(
                 Some(l)
             }
             Err(e) => {
-                eprintln!("iii-init: engine link: listening on 127.0.0.1:{port}: {e}");
+                crate::say!("iii-init: engine link: listening on 127.0.0.1:{port}: {e}");
                 None
             }
         },
@@ -348,13 +342,13 @@ fn serve(
                                     Box::new(stream),
                                 );
                                 if let Err(e) = r {
-                                    eprintln!("iii-init: engine link: {e}");
+                                    crate::say!("iii-init: engine link: {e}");
                                 }
                             }
                             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                             Err(e) => {
-                                eprintln!("iii-init: engine link: accept: {e}");
+                                crate::say!("iii-init: engine link: accept: {e}");
                                 break;
                             }
                         }
@@ -389,13 +383,13 @@ fn take_exec_clients(door: Option<&OwnedFd>, ctx: &exec::ExecContext) -> bool {
                     continue;
                 }
                 if let Err(e) = exec::serve_stream_on(conn, ctx.clone()) {
-                    eprintln!("iii-init: exec: starting a thread: {e}");
+                    crate::say!("iii-init: exec: starting a thread: {e}");
                 }
             }
             Ok(None) => return true,
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return false,
             Err(e) => {
-                eprintln!("iii-init: exec door: {e}");
+                crate::say!("iii-init: exec door: {e}");
                 return false;
             }
         }
