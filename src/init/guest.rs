@@ -2,7 +2,7 @@
 //! backend ([`super::run_on`]) takes over.
 //!
 //! The kernel starts iii as `/init` from the initramfs the host built
-//! (`sandbox::vm::initramfs`). Bring-up then:
+//! (`sandbox::microvm::initramfs`). Bring-up then:
 //! 1. mounts `/proc`, `/sys` and `/dev` (devtmpfs) of the initramfs, points stdin at
 //!    `/dev/null` and turns off output post-processing on the serial console (stdout/stderr,
 //!    which the host writes into the worker's log byte for byte: no `\n` → `\r\n`);
@@ -461,19 +461,5 @@ mod tests {
             crate::sys::pid::wait(pid).unwrap(),
             crate::sys::pid::Status::Exited(0)
         );
-    }
-
-    #[test]
-    fn disks_are_told_apart_by_their_ext2_label() {
-        let dir = std::env::temp_dir().join(format!("iii-guest-label-{}", std::process::id()));
-        let tree = dir.join("tree");
-        std::fs::create_dir_all(&tree).unwrap();
-        let img = dir.join("disk.ext2");
-        crate::sandbox::vm::ext2::build_image(&tree, &img, LAYER_LABEL, 1 << 20, 16).unwrap();
-        let got = ext_label(&img);
-        let not_ext = ext_label(Path::new("/proc/self/exe"));
-        std::fs::remove_dir_all(&dir).unwrap();
-        assert_eq!(got.as_deref(), Some(LAYER_LABEL));
-        assert_eq!(not_ext, None);
     }
 }

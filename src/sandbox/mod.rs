@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use crate::Result;
 
 pub mod channel;
+pub mod microvm;
 pub mod namespace;
 pub mod vm;
 

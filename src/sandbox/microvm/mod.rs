@@ -1,5 +1,8 @@
-//! The `vm` backend behind the sandbox contract: one microVM per worker, run by our VMM on
-//! threads of the calling process, with iii's own init as the guest's PID 1.
+//! The `vm` backend behind the sandbox contract: one microVM per worker, run by our VMM
+//! ([`super::vm`], which knows nothing of images or workers) on threads of the calling
+//! process, with iii's own init as the guest's PID 1. This module is the glue: it turns an
+//! image tree into disks ([`ext2`]) and the iii binary into an initramfs ([`initramfs`]),
+//! and keeps the [`Sandbox`] contract over the VM and its control channel.
 //!
 //! [`start`] prepares three files and boots the guest:
 //! - the root disk: an ext2 image of the image tree, built once per image and cached beside
@@ -18,6 +21,9 @@
 //! stopped ([`Sandbox::signal`] with SIGKILL, or dropping the sandbox). [`Sandbox::wait`]
 //! joins the VMM and channel threads; nothing but the writable layer stays.
 
+pub mod ext2;
+pub mod initramfs;
+
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,7 +31,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::{ext2, initramfs, DiskConfig, StopHandle, Vm, VmConfig, VmExit};
+use super::vm::{DiskConfig, StopHandle, Vm, VmConfig, VmExit};
 use crate::protocol::init::{LAYER_LABEL, ROOT_LABEL};
 use crate::protocol::{
     encode_window, ExitStatus, InitConfig, Message, Setup, HEADER_LEN, SANDBOX_STREAM,
@@ -135,7 +141,7 @@ pub fn start(spec: &SandboxSpec, stdio: Stdio, opts: &Options) -> Result<VmSandb
     spec.check()?;
     let name = &spec.name;
     let wrap = |e: crate::Error| err!("worker {name}: {}", e.message());
-    super::check_host(&opts.kvm_device).map_err(wrap)?;
+    super::vm::check_host(&opts.kvm_device).map_err(wrap)?;
     if !opts.kernel.is_file() {
         return Err(err!(
             "worker {name}: vm: kernel {} not found or not a file",
