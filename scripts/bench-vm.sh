@@ -104,7 +104,7 @@ fn main() {
     if let Some(dir) = args.next() {
         let img = std::path::PathBuf::from(args.next().unwrap());
         let t = Instant::now();
-        iii::sandbox::vm::ext2::build_image(dir.as_ref(), &img, "bench", 0, 0).expect("ext2 image");
+        iii::sandbox::microvm::ext2::build_image(dir.as_ref(), &img, "bench", 0, 0).expect("ext2 image");
         let ours = t.elapsed().as_secs_f64();
         let size = std::fs::metadata(&img).unwrap().len();
         let _ = std::fs::remove_file(&img);

@@ -61,7 +61,7 @@ struct Legacy(Child);
 
 impl Drop for Legacy {
     fn drop(&mut self) {
-        let _ = iii::pid::kill(self.0.id() as i32, libc::SIGKILL);
+        let _ = iii::sys::pid::kill(self.0.id() as i32, libc::SIGKILL);
         let _ = self.0.wait();
     }
 }

@@ -112,6 +112,176 @@ fn wrong_digest_names_both_and_installs_nothing() {
     }
 }
 
+/// The sha256 of no bytes at all: never the digest of data that was received.
+const EMPTY_DIGEST: &str =
+    "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+/// One uncompressed layer (streamed straight into the extractor) that a registry serves with
+/// its last byte flipped: the tar still extracts, and only the digest catches it.
+fn uncompressed_layer_image() -> Built {
+    let data: Vec<u8> = (0..300_000u32).flat_map(|i| i.to_le_bytes()).collect();
+    Image::new(
+        Format::Oci,
+        vec![Layer::new(
+            Comp::None,
+            vec![dir("d"), file("d/data", &data)],
+        )],
+    )
+    .build()
+}
+
+#[test]
+fn a_consistently_wrong_blob_is_reported_with_the_digest_of_its_bytes() {
+    let fake = FakeRegistry::start();
+    let built = uncompressed_layer_image();
+    fake.serve(&built, "t");
+    let d = built.layer_digests[0].clone();
+    fake.fault(&d, Fault::WrongBody);
+    let mut evil = built.blobs[0].1.clone();
+    let last = evil.len() - 1;
+    evil[last] ^= 0xff;
+    let home = TempDir::new("home");
+    let store = Store::open(home.path()).unwrap();
+    let image = format!("{}/wrong/app:t", fake.host);
+    let e = pull(&image, &store, &mut NoProgress)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains(&d.to_string()), "names the expected digest: {e}");
+    assert!(!e.contains(EMPTY_DIGEST), "hash of nothing reported: {e}");
+    assert!(
+        e.contains(&Digest::of(&evil).to_string()),
+        "names the digest of the bytes received: {e}"
+    );
+    assert!(!store.blob_path(&d).exists());
+}
+
+#[test]
+fn a_resumed_download_is_verified_over_all_of_its_bytes() {
+    // Layer 0 of the three-layer image streams into the extractor, layer 1 downloads in the
+    // background; the uncompressed image streams a layer whose damage only the digest shows.
+    let cases = [(setup(), 0), (setup(), 1)]
+        .map(|(s, layer)| (s.fake, s.built, layer, s.image))
+        .into_iter()
+        .chain(std::iter::once({
+            let fake = FakeRegistry::start();
+            let built = uncompressed_layer_image();
+            fake.serve(&built, "t");
+            let image = format!("{}/wrong/app:t", fake.host);
+            (fake, built, 0, image)
+        }));
+    for (fake, built, layer, image) in cases {
+        let d = built.layer_digests[layer].clone();
+        fake.fault(&d, Fault::DropThenWrong { at: 100_000 });
+        let mut evil = built.blobs[layer].1.clone();
+        let last = evil.len() - 1;
+        evil[last] ^= 0xff;
+        let home = TempDir::new("home");
+        let store = Store::open(home.path()).unwrap();
+        let e = pull(&image, &store, &mut NoProgress)
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains(EMPTY_DIGEST), "hash of nothing reported: {e}");
+        assert!(
+            e.contains(&Digest::of(&evil).to_string()),
+            "the digest covers the bytes before and after the drop: {e}"
+        );
+        let tries = fake
+            .requests()
+            .iter()
+            .filter(|r| r.contains(&d.to_string()))
+            .count();
+        assert_eq!(tries, 2, "one drop, one resumed request");
+        assert!(!store.blob_path(&d).exists());
+    }
+}
+
+/// Flip one byte in the middle of a stored blob (its size stays right).
+fn damage(path: &std::path::Path) {
+    let mut bytes = std::fs::read(path).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x5a;
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn a_damaged_cached_layer_is_fetched_again_never_installed() {
+    let data: Vec<u8> = (0..300_000u32).flat_map(|i| i.to_le_bytes()).collect();
+    for comp in [Comp::None, Comp::Gzip] {
+        let shared = Layer::new(comp, vec![dir("s"), file("s/data", &data)]);
+        let a = Image::new(
+            Format::Oci,
+            vec![shared.clone(), Layer::new(comp, vec![file("a", b"a")])],
+        )
+        .build();
+        let b = Image::new(
+            Format::Oci,
+            vec![shared, Layer::new(comp, vec![file("b", b"b")])],
+        )
+        .build();
+        let fake = FakeRegistry::start();
+        fake.serve(&a, "a");
+        fake.serve(&b, "b");
+        let home = TempDir::new("home");
+        let store = Store::open(home.path()).unwrap();
+        pull(&format!("{}/x/app:a", fake.host), &store, &mut NoProgress).unwrap();
+        let d = b.layer_digests[0].clone();
+        assert_eq!(d, a.layer_digests[0]);
+        damage(&store.blob_path(&d));
+
+        // The second image shares the damaged layer: it is noticed, fetched again, said so.
+        let mut p = PlainProgress::new(Vec::new());
+        let installed = pull(&format!("{}/x/app:b", fake.host), &store, &mut p)
+            .unwrap_or_else(|e| panic!("{comp:?}: {e}"));
+        let said = String::from_utf8(p.into_inner()).unwrap();
+        assert_tree(
+            &installed.rootfs,
+            &BTreeMap::from([
+                ("s".into(), Node::Dir),
+                ("s/data".into(), file_node(&data, 0o644, 0)),
+                ("b".into(), file_node(b"b", 0o644, 0)),
+            ]),
+        );
+        assert!(
+            said.contains(&d.short().to_string()) && said.contains("damaged"),
+            "{comp:?}: the repair is reported: {said}"
+        );
+        let gets = fake
+            .requests()
+            .iter()
+            .filter(|r| r.contains(&d.to_string()))
+            .count();
+        assert_eq!(
+            gets, 2,
+            "{comp:?}: the damaged layer is downloaded once more"
+        );
+        let stored = std::fs::read(store.blob_path(&d)).unwrap();
+        assert_eq!(
+            Digest::of(&stored),
+            d,
+            "{comp:?}: the store holds the good blob"
+        );
+    }
+}
+
+#[test]
+fn a_damaged_image_config_counts_as_not_installed_and_is_repaired() {
+    let s = setup();
+    let first = pull(&s.image, &s.store, &mut NoProgress).unwrap();
+    let config = first.rootfs.parent().unwrap().join("config.json");
+    std::fs::write(&config, b"{ not json").unwrap();
+    assert!(s
+        .store
+        .installed(&s.built.manifest_digest)
+        .unwrap()
+        .is_none());
+    assert!(s.store.lookup(&s.image).unwrap().is_none());
+    let again = pull(&s.image, &s.store, &mut NoProgress).unwrap();
+    assert_eq!(again.rootfs, first.rootfs);
+    assert_tree(&again.rootfs, &s.tree);
+    assert_eq!(std::fs::read(&config).unwrap(), s.built.config);
+    assert!(s.store.lookup(&s.image).unwrap().is_some());
+}
+
 #[test]
 fn truncated_body_fails_after_bounded_retries() {
     let s = setup();

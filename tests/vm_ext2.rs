@@ -13,7 +13,7 @@ use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::Path;
 use std::process::Command;
 
-use iii::sandbox::vm::ext2::build_image;
+use iii::sandbox::microvm::ext2::build_image;
 use iii::sandbox::vm::{DiskConfig, Vm, VmConfig, VmExit};
 use vm_support::{build_guest, run_with_watchdog, Capture, TempDir};
 
@@ -258,4 +258,23 @@ fn bad_input_is_a_one_line_error_and_leaves_nothing() {
         .map(|e| e.unwrap().file_name())
         .collect();
     assert!(left.is_empty(), "partial image left behind: {left:?}");
+}
+
+/// The guest's init finds its disks by the label the host's writer gave them.
+#[test]
+fn disks_are_told_apart_by_their_ext2_label() {
+    use iii::protocol::init::LAYER_LABEL;
+    let dir = TempDir::new("ext2-label");
+    let tree = dir.path().join("tree");
+    std::fs::create_dir_all(&tree).unwrap();
+    let img = dir.path().join("disk.ext2");
+    build_image(&tree, &img, LAYER_LABEL, 1 << 20, 16).unwrap();
+    assert_eq!(
+        iii::init::guest::ext_label(&img).as_deref(),
+        Some(LAYER_LABEL)
+    );
+    assert_eq!(
+        iii::init::guest::ext_label(Path::new("/proc/self/exe")),
+        None
+    );
 }

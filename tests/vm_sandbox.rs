@@ -17,7 +17,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use iii::protocol::{ExitStatus, Message};
-use iii::sandbox::vm::{initramfs, sandbox as vmsb};
+use iii::sandbox::microvm::{self as vmsb, initramfs};
 use iii::sandbox::{Backend, ProcessSpec, Sandbox, SandboxSpec, WorkerExit};
 use serde_json::Value;
 use support::image::{busybox_layer, Comp, Format, Image};

@@ -233,3 +233,58 @@ fn assert_no_partial_images(home: &Path) {
         }
     }
 }
+
+/// A hand-written entry iii would never write (a name that is not one, a missing image, a
+/// field it does not know) does not take the rest of the project down: `list` shows it as
+/// invalid and `remove` takes it out, touching nothing but its lines in config.yaml.
+#[test]
+fn invalid_entries_are_listed_as_such_and_removable() {
+    let p = Project::new();
+    // Where `.iii/workers/../../../victim` would lead from the project's state directory.
+    let victim = p
+        .dir
+        .path()
+        .join(format!("../iii-victim-{}", std::process::id()));
+    std::fs::create_dir_all(&victim).unwrap();
+    std::fs::write(victim.join("keep"), b"x").unwrap();
+    let victim_name = format!("../../../{}", victim.file_name().unwrap().to_string_lossy());
+    let text = format!(
+        "# hand-written\nworkers:\n  - name: ok\n    image: r/ok:1\n  - name: {victim_name}\n    \
+         image: r/x:1\n  - name: wörker\n    image: r/w:1\n  - name: typo\n    imgae: r/t:1\n"
+    );
+    std::fs::write(p.config(), &text).unwrap();
+
+    let out = p.iii(&["worker", "list", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let names: Vec<&str> = rows.iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["ok", victim_name.as_str(), "wörker", "typo"]);
+    assert_eq!(rows[0]["status"], "stopped");
+    for r in &rows[1..] {
+        assert_eq!(r["status"], "invalid", "{r}");
+        assert!(r["error"].as_str().unwrap().contains("workers["), "{r}");
+    }
+    let out = p.iii(&["worker", "list"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).contains("invalid"), "{}", stdout(&out));
+
+    for name in [victim_name.as_str(), "wörker", "typo"] {
+        let out = p.iii(&["worker", "remove", name]);
+        assert_eq!(out.status.code(), Some(0), "{name}: {}", stderr(&out));
+        assert_eq!(stdout(&out), format!("{name}\n"));
+    }
+    assert_eq!(
+        p.read_config(),
+        "# hand-written\nworkers:\n  - name: ok\n    image: r/ok:1\n"
+    );
+    assert!(
+        victim.join("keep").exists(),
+        "nothing outside the project was touched"
+    );
+    std::fs::remove_dir_all(&victim).unwrap();
+    // Other commands still refuse a config with an invalid entry, saying which.
+    std::fs::write(p.config(), &text).unwrap();
+    let out = p.iii(&["worker", "start", "ok"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("workers["), "{}", stderr(&out));
+}

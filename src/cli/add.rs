@@ -64,7 +64,9 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
         };
         Ok((text, ()))
     })?;
-    println!("{name}");
+    // After the edit: printing can fail (stdout full or gone), and the man page says that
+    // config.yaml holds the entry then.
+    crate::stdio::out(&format!("{name}\n"))?;
     Ok(0)
 }
 

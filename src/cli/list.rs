@@ -19,6 +19,12 @@ pub struct Args {
 
 pub fn run(ctx: &Ctx, args: Args) -> crate::Result<i32> {
     let rows = lifecycle::list(&ctx.project)?;
+    // The table has no room for why an entry is invalid: say it on stderr.
+    if !args.json {
+        for r in rows.iter().filter(|r| r.status == "invalid") {
+            crate::say!("warning: {}", r.error.as_deref().unwrap_or("invalid entry"));
+        }
+    }
     let out = if args.json {
         let mut s = serde_json::to_string_pretty(&rows).context("encoding the worker list")?;
         s.push('\n');

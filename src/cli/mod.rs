@@ -91,11 +91,15 @@ pub fn main() -> i32 {
             return match early.status {
                 Ok(()) => {
                     die_quietly_on_closed_stdout();
-                    println!("{}", early.output);
-                    0
+                    match crate::stdio::out(&format!("{}\n", early.output)) {
+                        Ok(()) => 0,
+                        Err(e) => report(&e),
+                    }
                 }
                 Err(()) => {
-                    eprintln!("{}", early.output);
+                    crate::say!("error: {} (see '{} --help')", usage_error(&early.output), {
+                        command_path(&rest)
+                    });
                     2
                 }
             };
@@ -107,9 +111,53 @@ pub fn main() -> i32 {
     }
 }
 
+/// argh's usage error ("Unrecognized argument: x", "Required positional arguments not
+/// provided:\n    name") as one lower-case clause.
+fn usage_error(output: &str) -> String {
+    let mut parts = output.lines().map(str::trim).filter(|l| !l.is_empty());
+    let first = parts
+        .next()
+        .unwrap_or("invalid usage")
+        .trim_end_matches(['.', ':']);
+    // "Error parsing option …": the line already starts with `error: `.
+    let first = first.strip_prefix("Error ").unwrap_or(first);
+    let rest: Vec<&str> = parts.collect();
+    let mut msg = first.to_string();
+    if !rest.is_empty() {
+        msg = format!("{msg}: {}", rest.join(", "));
+    }
+    let mut c = msg.chars();
+    match c.next() {
+        Some(f) => f.to_lowercase().collect::<String>() + c.as_str(),
+        None => msg,
+    }
+}
+
+/// The command a usage error is about, for its `--help` hint: `iii`, `iii worker` or
+/// `iii worker <command>`, as far as the arguments name real ones.
+fn command_path(args: &[&str]) -> String {
+    use argh::SubCommands;
+    let mut path = String::from("iii");
+    let mut words = args.iter().filter(|a| !a.starts_with('-'));
+    if args.first().is_some_and(|a| *a == "-c" || *a == "--config") {
+        words.next(); // -c's value
+    }
+    if words.next() != Some(&"worker") {
+        return path;
+    }
+    path.push_str(" worker");
+    if let Some(sub) = words.next() {
+        if WorkerSub::COMMANDS.iter().any(|c| c.name == *sub) {
+            path.push(' ');
+            path.push_str(sub);
+        }
+    }
+    path
+}
+
 /// Print an error as the one-line `error: …` and return its exit code.
 pub fn report(e: &Error) -> i32 {
-    eprintln!("error: {e}");
+    crate::say!("error: {e}");
     e.exit_code
 }
 

@@ -30,7 +30,12 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     for name in &args.names {
         match remove_one(ctx, name, args.keep_data) {
             // Like `docker rm`: each removed name on stdout, for scripts.
-            Ok(()) => println!("{name}"),
+            Ok(()) => {
+                if let Err(e) = crate::stdio::out(&format!("{name}\n")) {
+                    super::report(&e);
+                    failures += 1;
+                }
+            }
             Err(e) => {
                 super::report(&e);
                 failures += 1;
@@ -42,8 +47,21 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
 
 fn remove_one(ctx: &Ctx, name: &str, keep_data: bool) -> Result<()> {
     let path = &ctx.project.config_path;
-    let config = Config::load(path)?;
+    // Lenient: an entry that does not validate can still be removed (and must not stop the
+    // others from being removed).
+    let config = Config::load_lenient(path)?;
     if config.worker(name).is_none() {
+        if config
+            .invalid
+            .iter()
+            .any(|e| e.name.as_deref() == Some(name))
+        {
+            // It never validated, so it never ran; and its name may not be a safe path
+            // (`../../x`): only its lines in config.yaml go.
+            return edit::update_file(path, |text, current| {
+                Ok((edit::remove_entry(text, current, name)?, ()))
+            });
+        }
         return Err(err!("no worker named {name:?} in {}", path.display()));
     }
     crate::supervisor::stop_for_removal(&ctx.project, name)?;

@@ -25,7 +25,7 @@ pub fn run(ctx: &Ctx, args: Args) -> crate::Result<i32> {
     let mut code = 0;
     for name in &args.names {
         match lifecycle::restart_worker(&ctx.project, name, timeout) {
-            Ok(msg) => eprintln!("{msg}"),
+            Ok(msg) => crate::say!("{msg}"),
             Err(e) => code = super::report(&e),
         }
     }

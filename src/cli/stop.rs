@@ -35,7 +35,7 @@ pub fn run(ctx: &Ctx, args: Args) -> crate::Result<i32> {
     let mut code = 0;
     for (name, r) in results {
         match r {
-            Ok(outcome) => eprintln!("{}", outcome.message(name)),
+            Ok(outcome) => crate::say!("{}", outcome.message(name)),
             Err(e) => code = super::report(&e),
         }
     }

@@ -54,12 +54,20 @@ pub fn update_file<T>(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => (String::new(), 0o644),
         Err(e) => return Err(err!("reading {}: {e}", path.display())),
     };
-    let current = Config::parse(&text, path)?;
+    // Lenient, so that `remove` can take out an entry that does not validate.
+    let current = Config::parse_lenient(&text, path)?;
     let (new_text, out) = edit(&text, &current)?;
-    // Never write a file iii itself could not read back.
-    Config::parse(&new_text, path).map_err(|e| {
+    // Never write a file iii itself could not read back, nor one with more invalid entries.
+    let edited = Config::parse_lenient(&new_text, path).map_err(|e| {
         err!("internal error: edited config would not parse ({e}); nothing written")
     })?;
+    if edited.invalid.len() > current.invalid.len() {
+        return Err(err!(
+            "internal error: the edit would make an entry of {} invalid ({}); nothing written",
+            path.display(),
+            edited.invalid[0].error
+        ));
+    }
     write_atomic(path, new_text.as_bytes(), mode)?;
     Ok(out)
 }
@@ -150,15 +158,13 @@ pub fn replace_entry(text: &str, config: &Config, name: &str, entry: &NewEntry) 
 
 fn locate<'d>(doc: &'d Document, config: &Config, name: &str) -> Result<(&'d WorkerList, usize)> {
     let index = config
-        .workers
-        .iter()
-        .position(|w| w.name == name)
+        .position_of(name)
         .ok_or_else(|| err!("no worker named {name:?} in config.yaml"))?;
     let list = doc
         .workers
         .as_ref()
         .context("config.yaml has no workers: list")?;
-    if list.items.len() != config.workers.len() {
+    if list.items.len() != config.workers.len() + config.invalid.len() {
         return Err(err!(
             "cannot edit config.yaml as text: workers is not a block list iii can follow; \
              edit the entry for {name:?} by hand"

@@ -83,7 +83,7 @@ pub fn run(project: &Project) -> Result<i32> {
         }
     };
     let names = builtins.names();
-    eprintln!(
+    crate::say!(
         "iii engine: ws://{host}:{port}, {} container worker(s){} from {}",
         config.workers.len(),
         if names.is_empty() {
@@ -112,7 +112,7 @@ pub fn run(project: &Project) -> Result<i32> {
             supervisor.reload();
             continue;
         }
-        eprintln!("iii engine: stopping every worker");
+        crate::say!("iii engine: stopping every worker");
         supervisor.shutdown();
         break;
     }
@@ -123,6 +123,6 @@ pub fn run(project: &Project) -> Result<i32> {
     let _ = std::fs::remove_file(&sock_path);
     let _ = std::fs::remove_file(&link_path);
     drop(engine_lock);
-    eprintln!("iii engine: stopped");
+    crate::say!("iii engine: stopped");
     Ok(0)
 }

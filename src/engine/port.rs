@@ -384,7 +384,7 @@ fn run(mut net: Net, mut router: Router, rx: mpsc::Receiver<Event>) {
         }
         if let Err(e) = net.poll.poll(&mut events, timeout) {
             if e.kind() != io::ErrorKind::Interrupted {
-                eprintln!("error: engine event loop: {e}");
+                crate::say!("error: engine event loop: {e}");
                 return;
             }
         }
@@ -513,7 +513,7 @@ impl Net {
                 Err(e) => {
                     // EMFILE and friends: try again when a connection closes.
                     if !self.accept_paused {
-                        eprintln!("engine: accepting a worker connection: {e}");
+                        crate::say!("engine: accepting a worker connection: {e}");
                     }
                     self.accept_paused = true;
                     return;
@@ -855,7 +855,7 @@ impl Transport for Net {
                 o.blocked = true;
             }
             Err(tungstenite::Error::WriteBufferFull(_)) => {
-                eprintln!("engine: a worker's outbound queue is over its limit; closing it");
+                crate::say!("engine: a worker's outbound queue is over its limit; closing it");
                 self.closing
                     .push((slot, "outbound queue over its limit".into()));
                 return;
@@ -891,5 +891,8 @@ impl Transport for Net {
 
 /// The PID of the process at the other end of a Unix socket.
 fn peer_pid(s: &std::os::unix::net::UnixStream) -> Option<u32> {
-    crate::supervisor::control::peer_credentials(s).map(|c| c.pid)
+    use std::os::fd::AsFd;
+    crate::sys::socket::peer_credentials(s.as_fd())
+        .ok()
+        .map(|(pid, _)| pid)
 }

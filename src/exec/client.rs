@@ -13,7 +13,7 @@
 //! The local terminal and the stdio fd flags are restored on every path.
 
 use std::io::{ErrorKind, Read, Write};
-use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -21,11 +21,12 @@ use std::time::{Duration, Instant};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
-use super::terminal::{self, RawMode, WinSize};
+use super::terminal::RawMode;
 use crate::protocol::exec::{
     code, encode, stdin_header, Decoder, ExecFrame, ExecMessage, ExecRequest, ExecStatus, FrameRef,
     Output, Side, TtySize, INITIAL_CREDIT, MAX_CHUNK, STDIN_HEADER_LEN,
 };
+use crate::sys::pty::{self, WinSize};
 use crate::{err, Error, Result};
 
 /// How the client behaves (the request itself says what runs).
@@ -69,22 +70,7 @@ fn read_line_exactly(conn: &mut UnixStream) -> std::io::Result<Option<Vec<u8>>> 
     let mut line = Vec::new();
     let mut buf = vec![0u8; 4096];
     loop {
-        // SAFETY: recv into a valid buffer of `buf.len()` bytes.
-        let n = unsafe {
-            libc::recv(
-                conn.as_raw_fd(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                libc::MSG_PEEK,
-            )
-        };
-        if n < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.kind() == ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
+        let n = crate::sys::socket::peek(conn.as_fd(), &mut buf)?;
         if n == 0 {
             return Ok(None);
         }
@@ -108,7 +94,7 @@ pub fn local_size() -> TtySize {
     for fd in [0, 1] {
         // SAFETY: fds 0 and 1 stay open for the life of the process.
         let fd = unsafe { BorrowedFd::borrow_raw(fd) };
-        if let Some(WinSize { rows, cols }) = terminal::window_size(fd) {
+        if let Some(WinSize { rows, cols }) = pty::window_size(fd) {
             return TtySize { rows, cols };
         }
     }
@@ -164,26 +150,16 @@ struct FlagsGuard {
 
 impl FlagsGuard {
     fn set_nonblocking(&mut self, fd: RawFd) -> std::io::Result<()> {
-        // SAFETY: F_GETFL/F_SETFL on an open fd.
-        unsafe {
-            let fl = libc::fcntl(fd, libc::F_GETFL);
-            if fl < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            self.saved.push((fd, fl));
-            if libc::fcntl(fd, libc::F_SETFL, fl | libc::O_NONBLOCK) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-        }
-        Ok(())
+        let fl = crate::sys::fd::status_flags(fd)?;
+        self.saved.push((fd, fl));
+        crate::sys::fd::set_status_flags(fd, fl | libc::O_NONBLOCK)
     }
 }
 
 impl Drop for FlagsGuard {
     fn drop(&mut self) {
         for (fd, fl) in self.saved.iter().rev() {
-            // SAFETY: restoring flags read from the same fd.
-            unsafe { libc::fcntl(*fd, libc::F_SETFL, *fl) };
+            let _ = crate::sys::fd::set_status_flags(*fd, *fl);
         }
     }
 }
@@ -220,13 +196,14 @@ impl Sink {
         let mut off = 0;
         while off < bytes.len() && (self.writable || !self.polled) && !self.broken {
             let rest = &bytes[off..];
-            // SAFETY: writing from a valid buffer to an open fd.
-            let n = unsafe { libc::write(self.fd, rest.as_ptr().cast(), rest.len()) };
-            if n >= 0 {
-                off += n as usize;
-                continue;
-            }
-            match std::io::Error::last_os_error().kind() {
+            let e = match crate::sys::fd::write(self.fd, rest) {
+                Ok(n) => {
+                    off += n;
+                    continue;
+                }
+                Err(e) => e,
+            };
+            match e.kind() {
                 ErrorKind::WouldBlock => self.writable = false,
                 ErrorKind::Interrupted => {}
                 // EPIPE and friends: nobody reads anymore (see `event_loop`).
@@ -542,56 +519,45 @@ impl Client {
             // Read straight into the outgoing buffer, after room for the frame header.
             let start = self.conn_out.len();
             self.conn_out.extend_from_slice(&[0; STDIN_HEADER_LEN]);
-            self.conn_out.reserve(want);
-            // SAFETY: after `reserve`, the spare capacity holds `want` bytes; read writes at
-            // most that many there.
-            let n = unsafe {
-                libc::read(
-                    0,
-                    self.conn_out
-                        .as_mut_ptr()
-                        .add(start + STDIN_HEADER_LEN)
-                        .cast(),
-                    want,
-                )
-            };
-            if n > 0 {
-                let n = n as usize;
-                // SAFETY: read initialized exactly `n` bytes after the header.
-                unsafe { self.conn_out.set_len(start + STDIN_HEADER_LEN + n) };
-                self.conn_out[start..start + STDIN_HEADER_LEN].copy_from_slice(&stdin_header(n));
-                self.stdin_credit -= n as u64;
-                if self.keys {
-                    let presses = self.conn_out[start + STDIN_HEADER_LEN..]
-                        .iter()
-                        .filter(|b| **b == CTRL_C)
-                        .count();
-                    for _ in 0..presses {
-                        self.ctrl_c();
+            match crate::sys::fd::read_append(0, &mut self.conn_out, want) {
+                Ok(0) => {
+                    self.conn_out.truncate(start);
+                    self.stdin_done = true;
+                    if self.stdin_polled {
+                        let _ = self.poll.registry().deregister(&mut SourceFd(&0));
                     }
-                }
-                if !self.stdin_polled {
-                    // A file: one chunk per loop turn, so output keeps flowing meanwhile.
+                    self.send(ExecFrame::StdinEof);
                     break;
                 }
-                continue;
-            }
-            self.conn_out.truncate(start);
-            if n == 0 {
-                self.stdin_done = true;
-                if self.stdin_polled {
-                    let _ = self.poll.registry().deregister(&mut SourceFd(&0));
+                Ok(n) => {
+                    self.conn_out[start..start + STDIN_HEADER_LEN]
+                        .copy_from_slice(&stdin_header(n));
+                    self.stdin_credit -= n as u64;
+                    if self.keys {
+                        let presses = self.conn_out[start + STDIN_HEADER_LEN..]
+                            .iter()
+                            .filter(|b| **b == CTRL_C)
+                            .count();
+                        for _ in 0..presses {
+                            self.ctrl_c();
+                        }
+                    }
+                    if !self.stdin_polled {
+                        // A file: one chunk per loop turn, so output keeps flowing meanwhile.
+                        break;
+                    }
                 }
-                self.send(ExecFrame::StdinEof);
-                break;
-            }
-            match std::io::Error::last_os_error().kind() {
-                ErrorKind::WouldBlock => self.stdin_ready = false,
-                ErrorKind::Interrupted => {}
-                _ => {
-                    // Unreadable stdin counts as its end.
-                    self.stdin_done = true;
-                    self.send(ExecFrame::StdinEof);
+                Err(e) => {
+                    self.conn_out.truncate(start);
+                    match e.kind() {
+                        ErrorKind::WouldBlock => self.stdin_ready = false,
+                        ErrorKind::Interrupted => {}
+                        _ => {
+                            // Unreadable stdin counts as its end.
+                            self.stdin_done = true;
+                            self.send(ExecFrame::StdinEof);
+                        }
+                    }
                 }
             }
         }

@@ -2,7 +2,7 @@
 //! backend ([`super::run_on`]) takes over.
 //!
 //! The kernel starts iii as `/init` from the initramfs the host built
-//! (`sandbox::vm::initramfs`). Bring-up then:
+//! (`sandbox::microvm::initramfs`). Bring-up then:
 //! 1. mounts `/proc`, `/sys` and `/dev` (devtmpfs) of the initramfs, points stdin at
 //!    `/dev/null` and turns off output post-processing on the serial console (stdout/stderr,
 //!    which the host writes into the worker's log byte for byte: no `\n` → `\r\n`);
@@ -29,12 +29,10 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use crate::protocol::init::{LAYER_LABEL, ROOT_LABEL};
+use crate::sys::pty::Termios;
 use crate::{err, Context, Result};
 
-/// ext2 volume labels of the guest's root disk (image tree, read-only) and writable layer:
-/// init finds its disks by label, not by probe order.
-pub const ROOT_LABEL: &str = "iii-root";
-pub const LAYER_LABEL: &str = "iii-layer";
 /// The control channel's console device in the guest.
 pub const CONTROL_CONSOLE: &str = "/dev/hvc0";
 
@@ -52,7 +50,7 @@ pub fn run() -> ! {
             // The worker's exit went into the channel; let the relay write it to the console.
             wait_relay(relay, Duration::from_secs(5));
         }
-        Err(e) => eprintln!("iii-init: guest bring-up: {e}"),
+        Err(e) => crate::say!("iii-init: guest bring-up: {e}"),
     }
     power_off()
 }
@@ -147,7 +145,7 @@ fn mount_optional(
     data: Option<&str>,
 ) {
     if let Err(e) = mount(source, target, fstype, flags, data) {
-        eprintln!("iii-init: warning: {e}");
+        crate::say!("iii-init: warning: {e}");
     }
 }
 
@@ -173,8 +171,7 @@ fn bring_up() -> Result<(UnixStream, libc::pid_t)> {
         .write(true)
         .open("/dev/null")
         .context("opening /dev/null")?;
-    // SAFETY: dup2 onto fd 0 of two descriptors we hold.
-    unsafe { libc::dup2(null.as_raw_fd(), 0) };
+    let _ = crate::sys::fd::redirect(std::os::fd::AsFd::as_fd(&null), 0);
     raw_output(1);
 
     let root_disk = find_disk(ROOT_LABEL)?;
@@ -249,35 +246,16 @@ fn bring_up() -> Result<(UnixStream, libc::pid_t)> {
 
 /// Clear output post-processing on a terminal (the serial console): log bytes pass unchanged.
 fn raw_output(fd: libc::c_int) {
-    // SAFETY: termios is plain data filled by tcgetattr on our own fd.
-    unsafe {
-        let mut t: libc::termios = std::mem::zeroed();
-        if libc::tcgetattr(fd, &mut t) == 0 {
-            t.c_oflag &= !libc::OPOST;
-            libc::tcsetattr(fd, libc::TCSANOW, &t);
-        }
+    if let Ok(t) = Termios::get(fd) {
+        let _ = t.without_output_processing().set(fd);
     }
 }
 
 /// Raw mode on the control console: no echo, no line editing, no byte translation.
 fn make_raw(fd: libc::c_int) -> Result<()> {
-    // SAFETY: termios is plain data filled by tcgetattr on our own fd.
-    let r = unsafe {
-        let mut t: libc::termios = std::mem::zeroed();
-        if libc::tcgetattr(fd, &mut t) != 0 {
-            -1
-        } else {
-            libc::cfmakeraw(&mut t);
-            libc::tcsetattr(fd, libc::TCSANOW, &t)
-        }
-    };
-    if r != 0 {
-        return Err(err!(
-            "raw mode on {CONTROL_CONSOLE}: {}",
-            io::Error::last_os_error()
-        ));
-    }
-    Ok(())
+    Termios::get(fd)
+        .and_then(|t| t.raw().set(fd))
+        .map_err(|e| err!("raw mode on {CONTROL_CONSOLE}: {e}"))
 }
 
 /// Fork the relay: console ↔ socket. It exits once the socket side closes (init is done),
@@ -355,13 +333,10 @@ fn relay(console: libc::c_int, sock: libc::c_int) -> ! {
 /// read(2), retried on EINTR; `None` on error.
 fn read_fd(fd: libc::c_int, buf: &mut [u8]) -> Option<usize> {
     loop {
-        // SAFETY: reading into a buffer we own, at most its length.
-        let n = unsafe { libc::read(fd, buf.as_mut_ptr() as *mut libc::c_void, buf.len()) };
-        if n >= 0 {
-            return Some(n as usize);
-        }
-        if io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
-            return None;
+        match crate::sys::fd::read(fd, buf) {
+            Ok(n) => return Some(n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
         }
     }
 }
@@ -369,37 +344,27 @@ fn read_fd(fd: libc::c_int, buf: &mut [u8]) -> Option<usize> {
 /// Write all of `data`, retrying on EINTR and short writes; false on error.
 fn write_all_fd(fd: libc::c_int, mut data: &[u8]) -> bool {
     while !data.is_empty() {
-        // SAFETY: writing from a slice we own, at most its length.
-        let n = unsafe { libc::write(fd, data.as_ptr() as *const libc::c_void, data.len()) };
-        if n > 0 {
-            data = &data[n as usize..];
-        } else if n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
-            continue;
-        } else {
-            return false;
+        match crate::sys::fd::write(fd, data) {
+            Ok(n) if n > 0 => data = &data[n..],
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            _ => return false,
         }
     }
     true
 }
 
 fn relay_exit(console: libc::c_int, code: i32) -> ! {
-    // SAFETY: tcdrain on our own fd (what we wrote reaches the host), then _exit.
-    unsafe {
-        libc::tcdrain(console);
-        libc::_exit(code)
-    }
+    // What we wrote reaches the host before the relay goes.
+    crate::sys::pty::drain_output(console);
+    // SAFETY: ending the forked relay without running the parent's destructors or atexit
+    // handlers.
+    unsafe { libc::_exit(code) }
 }
 
 fn wait_relay(pid: libc::pid_t, limit: Duration) {
     let deadline = Instant::now() + limit;
-    loop {
-        let mut status = 0;
-        // SAFETY: waitpid on our own child with a local status word.
-        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
-        // Gone (reaped here, or by the init loop) or an error: nothing left to wait for.
-        if r != 0 || Instant::now() > deadline {
-            return;
-        }
+    // Gone (reaped here, or by the init loop) or an error: nothing left to wait for.
+    while matches!(crate::sys::pid::try_wait(pid), Ok(None)) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(5));
     }
 }
@@ -492,27 +457,9 @@ mod tests {
         assert_eq!(got, bytes);
         // Init is done: the relay drains and exits 0.
         drop(chan);
-        let mut status = 0;
-        // SAFETY: waiting for our own child with a local status word.
-        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
-        assert_eq!(r, pid);
-        assert!(
-            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-            "{status:#x}"
+        assert_eq!(
+            crate::sys::pid::wait(pid).unwrap(),
+            crate::sys::pid::Status::Exited(0)
         );
-    }
-
-    #[test]
-    fn disks_are_told_apart_by_their_ext2_label() {
-        let dir = std::env::temp_dir().join(format!("iii-guest-label-{}", std::process::id()));
-        let tree = dir.join("tree");
-        std::fs::create_dir_all(&tree).unwrap();
-        let img = dir.join("disk.ext2");
-        crate::sandbox::vm::ext2::build_image(&tree, &img, LAYER_LABEL, 1 << 20, 16).unwrap();
-        let got = ext_label(&img);
-        let not_ext = ext_label(Path::new("/proc/self/exe"));
-        std::fs::remove_dir_all(&dir).unwrap();
-        assert_eq!(got.as_deref(), Some(LAYER_LABEL));
-        assert_eq!(not_ext, None);
     }
 }

@@ -7,7 +7,7 @@
 //! it receives (SIGTERM, SIGINT, …) to the worker, carries engine-link connections
 //! (127.0.0.1:<engine port> inside → the host engine) over the channel, serves `iii worker
 //! exec` (streams on the channel, or in `namespace` sandboxes the client's own connection,
-//! handed over on the exec door, fd 4: see `crate::exec::door`), and finally reports
+//! handed over on the exec door, fd 4: see `sandbox::namespace::door`), and finally reports
 //! the worker's exit status and exits with it. EOF on the channel means the host side died:
 //! init exits at once, and the kernel kills every process of the sandbox with it.
 
@@ -18,19 +18,21 @@ use std::os::unix::net::UnixStream;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
+use crate::harden::{mounts, Hardening};
+use crate::protocol::init::INIT_EXEC_DOOR_FD;
 use crate::protocol::mux::{Mux, MuxEvent};
 use crate::protocol::{
     encode_message, Decoder, ExitStatus, InitConfig, Message, Setup, SANDBOX_STREAM,
 };
-use crate::sandbox::namespace::mounts;
-use crate::sandbox::namespace::process::{self, Status};
+use crate::sys::pid::{self, Status};
 use crate::{err, Result};
 
 pub mod exec;
 pub mod guest;
+pub mod spawn;
 pub mod worker;
 
-pub use crate::sandbox::namespace::process::{INIT_ARG, INIT_CONTROL_FD};
+pub use crate::protocol::init::{INIT_ARG, INIT_CONTROL_FD};
 
 const SIGNALS: Token = Token(1);
 const LISTENER: Token = Token(2);
@@ -66,24 +68,21 @@ pub fn entry() -> Option<i32> {
 
 fn run() -> i32 {
     // Only fds 0–4 are ours; anything else leaked from the host side must not reach the worker.
-    // SAFETY: close_range takes plain integers.
-    unsafe { libc::syscall(libc::SYS_close_range, 5u32, u32::MAX, 0u32) };
+    crate::sys::fd::close_from(5);
     // SAFETY: fd 3 is the control channel our parent set up; we take ownership of it.
     let chan = unsafe { UnixStream::from_raw_fd(INIT_CONTROL_FD) };
     // SAFETY: fd 4 is the exec door our parent set up; we take ownership of it.
-    let door = unsafe { OwnedFd::from_raw_fd(process::INIT_EXEC_DOOR_FD) };
+    let door = unsafe { OwnedFd::from_raw_fd(INIT_EXEC_DOOR_FD) };
     // The worker must not inherit the channel or the door.
-    // SAFETY: fcntl on our own fds.
-    unsafe {
-        libc::fcntl(INIT_CONTROL_FD, libc::F_SETFD, libc::FD_CLOEXEC);
-        libc::fcntl(process::INIT_EXEC_DOOR_FD, libc::F_SETFD, libc::FD_CLOEXEC);
+    for fd in [INIT_CONTROL_FD, INIT_EXEC_DOOR_FD] {
+        let _ = crate::sys::fd::set_cloexec(fd);
     }
     run_on(chan, Some(door))
 }
 
 /// The init loop on a control channel `chan` (close-on-exec): read `Start`, set up, start the
 /// worker, serve until it exits. Shared by both backends (only `namespace` has an exec door:
-/// see `crate::exec::door`); returns init's exit code.
+/// see `sandbox::namespace::door`); returns init's exit code.
 fn run_on(chan: UnixStream, exec_door: Option<OwnedFd>) -> i32 {
     // As PID 1 of a namespace, a signal we neither handle nor block is dropped: block them
     // first, so a SIGTERM that arrives during setup still reaches the worker.
@@ -98,7 +97,7 @@ fn run_on(chan: UnixStream, exec_door: Option<OwnedFd>) -> i32 {
     }) {
         Ok(x) => x,
         Err(e) => {
-            eprintln!("iii-init: {e}");
+            crate::say!("iii-init: {e}");
             return 1;
         }
     };
@@ -106,25 +105,18 @@ fn run_on(chan: UnixStream, exec_door: Option<OwnedFd>) -> i32 {
         return setup_failed(&chan, e);
     }
     let hardening = match cfg.setup {
-        Setup::Namespace { .. } => Some(worker::Hardening::namespace_default()),
+        Setup::Namespace { .. } => Some(Hardening::namespace_default()),
         // The VM is the isolation boundary; the guest kernel holds nothing else to protect.
         Setup::Vm => None,
     };
-    let pid = match worker::spawn(&cfg.process, hardening.as_ref()) {
-        Ok((pid, failure)) => {
-            if let Some(f) = failure {
-                // The worker's stderr is its log: that is where a user looks.
-                eprintln!(
-                    "iii-init: cannot start worker {}: {}",
-                    cfg.hostname, f.message
-                );
-            }
-            pid
-        }
+    let pid = match worker::start(&cfg.process, hardening.as_ref()) {
+        Ok(pid) => pid,
         Err(f) => {
-            eprintln!(
+            // The worker's stderr is its log: that is where a user looks.
+            crate::say!(
                 "iii-init: cannot start worker {}: {}",
-                cfg.hostname, f.message
+                cfg.hostname,
+                f.message
             );
             return report_early_exit(&chan, f.code);
         }
@@ -132,7 +124,7 @@ fn run_on(chan: UnixStream, exec_door: Option<OwnedFd>) -> i32 {
     match serve(chan, exec_door, decoder, signals, pid, &cfg) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("iii-init: {e}");
+            crate::say!("iii-init: {e}");
             1
         }
     }
@@ -171,7 +163,7 @@ fn send_blocking(mut chan: &UnixStream, msg: &Message) {
 }
 
 fn setup_failed(chan: &UnixStream, e: crate::Error) -> i32 {
-    eprintln!("iii-init: {e}");
+    crate::say!("iii-init: {e}");
     send_blocking(
         chan,
         &Message::Failed {
@@ -181,7 +173,7 @@ fn setup_failed(chan: &UnixStream, e: crate::Error) -> i32 {
     1
 }
 
-/// The worker could not even be forked: report it as started-and-exited with `code`.
+/// The worker did not start: report it as started-and-exited with `code`.
 fn report_early_exit(chan: &UnixStream, code: i32) -> i32 {
     send_blocking(chan, &Message::Started { pid: 0 });
     send_blocking(chan, &Message::Exited(ExitStatus::Code(code)));
@@ -191,23 +183,9 @@ fn report_early_exit(chan: &UnixStream, code: i32) -> i32 {
 /// Block the signals init handles and return a signalfd that delivers them. Blocked before
 /// the worker exists so none is lost; the worker unblocks them before exec.
 fn block_signals() -> Result<OwnedFd> {
-    // SAFETY: sigset manipulation on a local, then sigprocmask/signalfd with it.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGCHLD);
-        for s in FORWARDED {
-            libc::sigaddset(&mut set, *s);
-        }
-        if libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) < 0 {
-            return Err(err!("blocking signals: {}", io::Error::last_os_error()));
-        }
-        let fd = libc::signalfd(-1, &set, libc::SFD_NONBLOCK | libc::SFD_CLOEXEC);
-        if fd < 0 {
-            return Err(err!("signalfd: {}", io::Error::last_os_error()));
-        }
-        Ok(OwnedFd::from_raw_fd(fd))
-    }
+    let mut set = vec![libc::SIGCHLD];
+    set.extend_from_slice(FORWARDED);
+    crate::sys::signal::block_into_fd(&set).map_err(|e| err!("blocking signals: {e}"))
 }
 
 fn setup(cfg: &InitConfig, chan: &UnixStream, dec: &mut Decoder) -> Result<()> {
@@ -277,7 +255,7 @@ fn serve(
                 Some(l)
             }
             Err(e) => {
-                eprintln!("iii-init: engine link: listening on 127.0.0.1:{port}: {e}");
+                crate::say!("iii-init: engine link: listening on 127.0.0.1:{port}: {e}");
                 None
             }
         },
@@ -287,14 +265,7 @@ fn serve(
     let mut exec_door = exec_door;
     if let Some(door) = &exec_door {
         let fd = door.as_raw_fd();
-        // SAFETY: F_GETFL/F_SETFL on our own fd.
-        unsafe {
-            libc::fcntl(
-                fd,
-                libc::F_SETFL,
-                libc::fcntl(fd, libc::F_GETFL) | libc::O_NONBLOCK,
-            )
-        };
+        crate::sys::fd::set_nonblocking(fd, true).map_err(|e| err!("init: the exec door: {e}"))?;
         poll.registry()
             .register(&mut SourceFd(&fd), EXEC_DOOR, Interest::READABLE)
             .map_err(|e| err!("init: registering the exec door: {e}"))?;
@@ -314,7 +285,7 @@ fn serve(
                     stream: SANDBOX_STREAM,
                     message: Message::Signal { signal },
                 } => {
-                    process::kill(worker, signal).ok();
+                    pid::kill(worker, signal).ok();
                 }
                 MuxEvent::Message { .. } => {}
                 MuxEvent::Open {
@@ -330,11 +301,11 @@ fn serve(
                 }
             }
         }
-        while let Some((pid, status)) = process::reap_any() {
-            if pid == worker {
+        while let Some((child, status)) = pid::reap_any() {
+            if child == worker {
                 worker_status = Some(status);
             } else {
-                exec::reaped(pid, status);
+                exec::reaped(child, status);
             }
         }
         if let Some(status) = worker_status {
@@ -354,9 +325,9 @@ fn serve(
         for e in events.iter() {
             match e.token() {
                 SIGNALS => {
-                    for sig in read_signals(sigfd) {
+                    for sig in crate::sys::signal::drain(sigfd) {
                         if sig != libc::SIGCHLD {
-                            process::kill(worker, sig).ok();
+                            pid::kill(worker, sig).ok();
                         }
                     }
                 }
@@ -371,13 +342,13 @@ fn serve(
                                     Box::new(stream),
                                 );
                                 if let Err(e) = r {
-                                    eprintln!("iii-init: engine link: {e}");
+                                    crate::say!("iii-init: engine link: {e}");
                                 }
                             }
                             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                             Err(e) => {
-                                eprintln!("iii-init: engine link: accept: {e}");
+                                crate::say!("iii-init: engine link: accept: {e}");
                                 break;
                             }
                         }
@@ -403,39 +374,24 @@ fn take_exec_clients(door: Option<&OwnedFd>, ctx: &exec::ExecContext) -> bool {
     use std::os::fd::AsFd;
     let Some(door) = door else { return false };
     loop {
-        match crate::exec::door::recv(door.as_fd()) {
+        match crate::sys::socket::recv_fd(door.as_fd()) {
             Ok(Some(conn)) => {
+                let conn = UnixStream::from(conn);
                 // The host's accepted socket may carry its non-blocking flag; the exec server
                 // reads and writes it blocking (a slow client then holds the command back).
                 if conn.set_nonblocking(false).is_err() {
                     continue;
                 }
                 if let Err(e) = exec::serve_stream_on(conn, ctx.clone()) {
-                    eprintln!("iii-init: exec: starting a thread: {e}");
+                    crate::say!("iii-init: exec: starting a thread: {e}");
                 }
             }
             Ok(None) => return true,
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return false,
             Err(e) => {
-                eprintln!("iii-init: exec door: {e}");
+                crate::say!("iii-init: exec door: {e}");
                 return false;
             }
         }
-    }
-}
-
-/// Drain the signalfd.
-fn read_signals(fd: libc::c_int) -> Vec<libc::c_int> {
-    let mut out = Vec::new();
-    loop {
-        // SAFETY: signalfd_siginfo is plain data; read fills at most its size.
-        let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
-        let size = std::mem::size_of::<libc::signalfd_siginfo>();
-        // SAFETY: reading into the local struct of exactly `size` bytes.
-        let n = unsafe { libc::read(fd, &mut info as *mut _ as *mut libc::c_void, size) };
-        if n != size as isize {
-            return out;
-        }
-        out.push(info.ssi_signo as libc::c_int);
     }
 }

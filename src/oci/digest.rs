@@ -86,7 +86,10 @@ pub struct VerifyingReader<R> {
     expected: Digest,
     expected_size: u64,
     verified: bool,
-    failure: Option<String>,
+    /// The first size or digest failure: every later read returns it again. The hash is
+    /// finalised once, at the first EOF; a consumer that reads past a failure (to drain or
+    /// to give a better message) must not get a verdict on an emptied hasher.
+    failure: Option<(io::ErrorKind, String)>,
 }
 
 impl<R: Read> VerifyingReader<R> {
@@ -115,11 +118,11 @@ impl<R: Read> VerifyingReader<R> {
     /// The size or digest failure this reader reported, if any: a consumer may wrap the
     /// I/O error in its own words, and callers want this exact one.
     pub fn failure(&self) -> Option<&str> {
-        self.failure.as_deref()
+        self.failure.as_ref().map(|(_, m)| m.as_str())
     }
 
     fn fail(&mut self, kind: io::ErrorKind, msg: String) -> io::Error {
-        self.failure = Some(msg.clone());
+        self.failure = Some((kind, msg.clone()));
         io::Error::new(kind, msg)
     }
 
@@ -140,6 +143,9 @@ impl<R: Read> Read for VerifyingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if self.verified {
             return Ok(0);
+        }
+        if let Some((kind, msg)) = &self.failure {
+            return Err(io::Error::new(*kind, msg.clone()));
         }
         let n = self.inner.read(buf)?;
         if n == 0 {
@@ -218,6 +224,21 @@ mod tests {
         let e = r.read_to_end(&mut Vec::new()).unwrap_err().to_string();
         assert!(e.contains(&expected.to_string()), "{e}");
         assert!(e.contains(&Digest::of(b"hello worle").to_string()), "{e}");
+    }
+
+    #[test]
+    fn a_failure_is_sticky_and_its_digest_is_the_datas() {
+        let expected = Digest::of(b"hello world");
+        let mut r = VerifyingReader::new(&b"hello worle"[..], expected, 11);
+        let first = r.read_to_end(&mut Vec::new()).unwrap_err().to_string();
+        // Reading on (a consumer draining after an error) repeats the verdict.
+        let again = r.read(&mut [0u8; 16]).unwrap_err().to_string();
+        assert_eq!(first, again);
+        assert!(
+            again.contains(&Digest::of(b"hello worle").to_string()),
+            "{again}"
+        );
+        assert_eq!(r.failure(), Some(first.as_str()));
     }
 
     #[test]

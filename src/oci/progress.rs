@@ -26,6 +26,8 @@ pub trait Progress: Send {
     fn layer_advance(&mut self, index: usize, done: u64);
     /// Layer `index` is downloaded and verified, or was already present.
     fn layer_done(&mut self, index: usize, outcome: LayerOutcome);
+    /// Something the user should know about the pull (a damaged blob replaced), one line.
+    fn notice(&mut self, _message: &str) {}
 }
 
 /// Discards everything (library callers, tests).
@@ -131,6 +133,9 @@ impl<W: Write + Send> Progress for PlainProgress<W> {
             );
         }
     }
+    fn notice(&mut self, message: &str) {
+        let _ = writeln!(self.out, "{message}");
+    }
 }
 
 /// A bar per layer, redrawn in place at most ten times a second.
@@ -214,6 +219,17 @@ impl<W: Write + Send> Progress for BarProgress<W> {
             l.outcome = Some(outcome);
             l.done = l.size;
         }
+        self.draw(true);
+    }
+    fn notice(&mut self, message: &str) {
+        // Above the bars: clear them, print the line, draw them again below it.
+        let up = if self.drawn_lines > 0 {
+            format!("\x1b[{}F\x1b[J", self.drawn_lines)
+        } else {
+            String::new()
+        };
+        let _ = writeln!(self.out, "{up}{message}");
+        self.drawn_lines = 0;
         self.draw(true);
     }
 }

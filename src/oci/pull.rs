@@ -12,7 +12,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex};
 
-use super::digest::Digest;
+use super::digest::{Digest, VerifyingReader};
 use super::manifest::{self, Descriptor, ImageConfig, ImageManifest, Manifest};
 use super::progress::{LayerOutcome, Progress};
 use super::reference::Reference;
@@ -69,10 +69,52 @@ pub fn pull(image: &str, store: &Store, progress: &mut dyn Progress) -> Result<I
         .with_context(|| format!("image {image}: config {}", m.config.digest))?;
     check_platform(&parsed, image)?;
 
-    let staging = store.stage(&digest, &lock)?;
-    apply_layers(&client, store, &m.layers, staging.rootfs(), progress, image)?;
-    let installed = staging.commit(&config_bytes, &manifest_bytes)?;
-    finish(installed)
+    if store.damaged_image(&digest)? {
+        progress.notice(&format!(
+            "image {digest} in the store is damaged (its config.json does not parse); \
+             installing it again"
+        ));
+    }
+    // A layer the store holds but that fails its digest as it is extracted is discarded and
+    // downloaded again (each at most once), into a fresh staging tree.
+    let mut replaced: Vec<Digest> = Vec::new();
+    loop {
+        let staging = store.stage(&digest, &lock)?;
+        match apply_layers(&client, store, &m.layers, staging.rootfs(), progress, image)? {
+            None => {
+                let installed = staging.commit(&config_bytes, &manifest_bytes)?;
+                return finish(installed);
+            }
+            Some(damaged) => {
+                let l = &m.layers[damaged.index];
+                if replaced.contains(&l.digest) {
+                    return Err(err!(
+                        "image {image}: layer {} ({}) is damaged in the store again right after \
+                         it was downloaded: {}",
+                        damaged.index + 1,
+                        l.digest,
+                        damaged.why
+                    ));
+                }
+                progress.notice(&format!(
+                    "layer {} sha256:{} in the store is damaged ({}); discarding it and \
+                     downloading it again",
+                    damaged.index + 1,
+                    l.digest.short(),
+                    damaged.why
+                ));
+                store.discard_blob(&l.digest)?;
+                replaced.push(l.digest.clone());
+            }
+        }
+    }
+}
+
+/// A blob the store held that did not match its digest when read back.
+struct DamagedBlob {
+    /// Index of the first layer that uses it.
+    index: usize,
+    why: String,
 }
 
 /// Refuse an image built for another OS or architecture: its programs could not run here,
@@ -130,7 +172,12 @@ fn small_blob(client: &Client, store: &Store, d: &Descriptor, image: &str) -> Re
     }
     if store.has_blob(&d.digest, d.size) {
         let p = store.blob_path(&d.digest);
-        return std::fs::read(&p).with_context(|| format!("reading {}", p.display()));
+        let bytes = std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?;
+        if Digest::of(&bytes) == d.digest {
+            return Ok(bytes);
+        }
+        // Damaged on disk: fetch it again below.
+        store.discard_blob(&d.digest)?;
     }
     let mut tee = store.tee_blob(client.blob(&d.digest, d.size), &d.digest, d.size)?;
     let mut bytes = Vec::with_capacity(d.size as usize);
@@ -173,6 +220,9 @@ fn lock<'a, T>(m: &'a Mutex<T>) -> std::sync::MutexGuard<'a, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Apply `layers` in order onto `rootfs`: missing blobs are downloaded (the first streamed
+/// into the extractor), the others read from the store and verified as they are extracted.
+/// `Ok(Some(..))`: a blob from the store failed its digest; nothing more was applied.
 fn apply_layers(
     client: &Client,
     store: &Store,
@@ -180,7 +230,7 @@ fn apply_layers(
     rootfs: &Path,
     progress: &mut dyn Progress,
     image: &str,
-) -> Result<()> {
+) -> Result<Option<DamagedBlob>> {
     let n = layers.len();
     // A digest listed twice is downloaded once, by its first index.
     let owner: Vec<usize> = (0..n)
@@ -212,8 +262,7 @@ fn apply_layers(
     let ready = Condvar::new();
     let queue = Mutex::new(background.iter().copied().collect::<VecDeque<usize>>());
     let opts = UnpackOptions {
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        privileged: unsafe { libc::geteuid() } == 0,
+        privileged: crate::sys::pid::effective_uid() == 0,
     };
 
     std::thread::scope(|s| {
@@ -236,7 +285,7 @@ fn apply_layers(
             });
         }
 
-        let outcome = (|| -> Result<()> {
+        let outcome = (|| -> Result<Option<DamagedBlob>> {
             for (i, l) in layers.iter().enumerate() {
                 let what = || format!("image {image}: layer {} ({})", i + 1, l.digest);
                 if Some(i) == streamed {
@@ -276,11 +325,23 @@ fn apply_layers(
                 let path = store.blob_path(&l.digest);
                 let file = std::fs::File::open(&path)
                     .with_context(|| format!("{}: opening {}", what(), path.display()))?;
-                extract(file, rootfs, &opts).map_err(|e| err!("{}: {}", what(), e.message()))?;
+                // The size was checked; the content is checked as it streams through (the
+                // hash costs little beside decompression), to the end of the blob.
+                let mut blob = VerifyingReader::new(file, l.digest.clone(), l.size);
+                let extracted = extract(&mut blob, rootfs, &opts);
+                let checked = blob.finish();
+                if let Err(e) = &checked {
+                    let why = blob.failure().map_or_else(|| e.to_string(), str::to_string);
+                    return Ok(Some(DamagedBlob {
+                        index: owner[i],
+                        why,
+                    }));
+                }
+                extracted.map_err(|e| err!("{}: {}", what(), e.message()))?;
             }
-            Ok(())
+            Ok(None)
         })();
-        if outcome.is_err() {
+        if !matches!(outcome, Ok(None)) {
             cancel.store(true, Ordering::Relaxed);
         }
         outcome

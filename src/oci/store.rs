@@ -74,13 +74,16 @@ impl Store {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(err!("reading {}: {e}", path.display())),
         };
-        let entry: RefEntry = serde_json::from_slice(&bytes)
-            .with_context(|| format!("reading {}", path.display()))?;
+        // A damaged entry names nothing: the next pull of `image` writes it again.
+        let Ok(entry) = serde_json::from_slice::<RefEntry>(&bytes) else {
+            return Ok(None);
+        };
         if entry.image != image {
             return Ok(None);
         }
-        let digest = Digest::parse(&entry.manifest)
-            .with_context(|| format!("reading {}", path.display()))?;
+        let Ok(digest) = Digest::parse(&entry.manifest) else {
+            return Ok(None);
+        };
         self.installed(&digest)
     }
 
@@ -108,6 +111,16 @@ impl Store {
     /// guards against a file emptied by a crash of the whole machine after its rename.
     pub fn has_blob(&self, digest: &Digest, size: u64) -> bool {
         fs::metadata(self.blob_path(digest)).is_ok_and(|m| m.is_file() && m.len() == size)
+    }
+
+    /// Remove blob `digest` (found damaged), so the next pull downloads it again.
+    pub fn discard_blob(&self, digest: &Digest) -> Result<()> {
+        let p = self.blob_path(digest);
+        match fs::remove_file(&p) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(err!("removing the damaged blob {}: {e}", p.display())),
+        }
     }
 
     /// Store bytes already in memory (manifests, configs) after checking their digest.
@@ -180,7 +193,9 @@ impl Store {
         self.root.join("images/sha256").join(digest.hex())
     }
 
-    /// The installed image for manifest `digest`, if its tree is complete.
+    /// The installed image for manifest `digest`, if its tree is complete. A directory whose
+    /// `config.json` cannot be read back (a damaged install) counts as not installed: the next
+    /// pull replaces it ([`Store::stage`]) instead of every command failing on it.
     pub fn installed(&self, digest: &Digest) -> Result<Option<InstalledImage>> {
         let dir = self.image_dir(digest);
         let config_path = dir.join("config.json");
@@ -189,13 +204,19 @@ impl Store {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(err!("reading {}: {e}", config_path.display())),
         };
-        let parsed = ImageConfig::parse(&bytes)
-            .with_context(|| format!("reading {}", config_path.display()))?;
+        let Ok(parsed) = ImageConfig::parse(&bytes) else {
+            return Ok(None);
+        };
         Ok(Some(InstalledImage {
             manifest_digest: digest.to_string(),
             rootfs: dir.join("rootfs"),
             config: parsed.config,
         }))
+    }
+
+    /// Whether `images/<digest>/` exists although [`Store::installed`] does not accept it.
+    pub fn damaged_image(&self, digest: &Digest) -> Result<bool> {
+        Ok(self.image_dir(digest).symlink_metadata().is_ok() && self.installed(digest)?.is_none())
     }
 
     /// Take the install lock of manifest `digest`, blocking while another process holds it.
@@ -209,7 +230,8 @@ impl Store {
     }
 
     /// A fresh staging directory for manifest `digest` (any leftover from a killed pull is
-    /// removed first). The caller must hold [`Store::lock_image`] for `digest`.
+    /// removed first, and so is a damaged install of it: see [`Store::damaged_image`]). The
+    /// caller must hold [`Store::lock_image`] for `digest`.
     pub fn stage(&self, digest: &Digest, _lock: &FileLock) -> Result<Staging> {
         let dir = self
             .root
@@ -217,6 +239,9 @@ impl Store {
             .join(format!(".tmp-{}", digest.hex()));
         if dir.symlink_metadata().is_ok() {
             remove_tree(&dir)?;
+        }
+        if self.damaged_image(digest)? {
+            remove_tree(&self.image_dir(digest))?;
         }
         fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let rootfs = dir.join("rootfs");
@@ -358,7 +383,7 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 fn process_alive(pid: i32) -> bool {
-    crate::pid::exists(pid)
+    crate::sys::pid::exists(pid)
 }
 
 #[cfg(test)]

@@ -83,6 +83,15 @@ impl ExecStatus {
     }
 }
 
+impl From<crate::sys::pid::Status> for ExecStatus {
+    fn from(s: crate::sys::pid::Status) -> Self {
+        match s {
+            crate::sys::pid::Status::Exited(c) => ExecStatus::Code(c),
+            crate::sys::pid::Status::Signaled(n) => ExecStatus::Signal(n),
+        }
+    }
+}
+
 /// Exit codes of `iii worker exec` itself (SPEC §7, as `docker exec`).
 pub mod code {
     /// iii failed: worker unknown or not running, connection lost.
@@ -127,18 +136,7 @@ pub enum ExecMessage {
 /// bulk data moves in few large writes instead of many wake-ups (best effort: the kernel caps
 /// it at `net.core.wmem_max`).
 pub fn widen_send_buffer(fd: std::os::fd::BorrowedFd<'_>) {
-    use std::os::fd::AsRawFd;
-    let size: libc::c_int = 2 * INITIAL_CREDIT as libc::c_int;
-    // SAFETY: SO_SNDBUF reads one int through a valid pointer of the given length.
-    unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_SNDBUF,
-            (&size as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
+    crate::sys::socket::set_send_buffer(fd, 2 * INITIAL_CREDIT as i32);
 }
 
 /// One frame of an exec stream, decoded.
@@ -282,17 +280,7 @@ impl Decoder {
             self.buf.clear();
             self.start = 0;
         }
-        self.buf.reserve(max);
-        let old = self.buf.len();
-        // SAFETY: the spare capacity holds at least `max` bytes after `reserve`; read writes at
-        // most `max` bytes there.
-        let n = unsafe { libc::read(fd.as_raw_fd(), self.buf.as_mut_ptr().add(old).cast(), max) };
-        if n < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // SAFETY: read initialized exactly `n` bytes after the old length.
-        unsafe { self.buf.set_len(old + n as usize) };
-        Ok(n as usize)
+        crate::sys::fd::read_append(fd.as_raw_fd(), &mut self.buf, max)
     }
 
     /// The next whole frame, borrowing output payloads; `Ok(None)` when more bytes are needed.

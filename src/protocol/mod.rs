@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use crate::{err, Result};
 
 pub mod exec;
+pub mod init;
 pub mod mux;
 
 /// Bytes in a frame header.

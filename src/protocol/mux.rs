@@ -425,16 +425,7 @@ impl Mux {
 }
 
 fn set_blocking(fd: std::os::fd::RawFd) -> io::Result<()> {
-    // SAFETY: fcntl on an fd this process owns, with plain integer arguments.
-    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-    if flags < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: as above.
-    if unsafe { libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    crate::sys::fd::set_nonblocking(fd, false)
 }
 
 #[cfg(test)]

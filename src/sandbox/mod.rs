@@ -12,6 +12,8 @@ use std::path::PathBuf;
 
 use crate::Result;
 
+pub mod channel;
+pub mod microvm;
 pub mod namespace;
 pub mod vm;
 
@@ -167,11 +169,12 @@ pub trait Sandbox: Send {
     fn signaller(&self) -> Signaller {
         let pid = self.pid();
         std::sync::Arc::new(move |signal| {
-            crate::pid::kill(pid as i32, signal)
+            crate::sys::pid::kill(pid as i32, signal)
                 .map_err(|e| crate::err!("sending signal {signal} to pid {pid}: {e}"))
         })
     }
 }
 
-/// Carries one `iii worker exec` client connection into a sandbox (see `exec::host`).
+/// Carries one `iii worker exec` client connection into a sandbox (see
+/// [`channel::exec_opener`] and `namespace::door`).
 pub type ExecOpener = Box<dyn Fn(std::os::unix::net::UnixStream) -> Result<()> + Send + Sync>;

@@ -122,14 +122,14 @@ pub fn start(choice: &Choice, spec: &SandboxSpec, stdio: Stdio) -> Result<Box<dy
             let device = kvm_device();
             crate::sandbox::vm::check_host(&device)
                 .map_err(|e| crate::err!("sandbox: vm: {}", e.message()))?;
-            let mut opts = crate::sandbox::vm::sandbox::Options::new(kernel);
+            let mut opts = crate::sandbox::microvm::Options::new(kernel);
             opts.kvm_device = device;
             // The guest's /init must be a static iii; a dynamically linked build (a debug
             // build on glibc) can name a static one here.
             opts.init_exe = std::env::var_os("III_VM_INIT")
                 .filter(|p| !p.is_empty())
                 .map(PathBuf::from);
-            Ok(Box::new(crate::sandbox::vm::sandbox::start(
+            Ok(Box::new(crate::sandbox::microvm::start(
                 spec, stdio, &opts,
             )?))
         }
@@ -181,7 +181,7 @@ mod tests {
     fn explicit_choices_are_kept_and_auto_needs_a_kernel() {
         // III_KERNEL is not set in unit tests (the vm tests set it only on child processes).
         if std::env::var_os("III_KERNEL").is_some() {
-            eprintln!("SKIP: III_KERNEL is set in this environment");
+            skip!("III_KERNEL is set in this environment");
             return;
         }
         let none = VmSettings::default();

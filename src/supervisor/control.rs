@@ -125,41 +125,10 @@ pub fn bind(path: &Path) -> Result<UnixListener> {
     Ok(l)
 }
 
-/// The process at the other end of a Unix socket (`SO_PEERCRED`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PeerCredentials {
-    pub pid: u32,
-    pub uid: u32,
-}
-
-pub fn peer_credentials(stream: &UnixStream) -> Option<PeerCredentials> {
-    let mut cred = libc::ucred {
-        pid: 0,
-        uid: u32::MAX,
-        gid: u32::MAX,
-    };
-    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
-    // SAFETY: `cred` and `len` are valid for writes and `len` holds the size of `cred`.
-    let r = unsafe {
-        libc::getsockopt(
-            stream.as_fd().as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_PEERCRED,
-            (&mut cred as *mut libc::ucred).cast(),
-            &mut len,
-        )
-    };
-    (r == 0).then_some(PeerCredentials {
-        pid: cred.pid as u32,
-        uid: cred.uid,
-    })
-}
-
 /// Whether the peer of `stream` is the same user as this process, or root.
 pub fn peer_allowed(stream: &UnixStream) -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let me = unsafe { libc::geteuid() };
-    peer_credentials(stream).is_some_and(|c| c.uid == me || c.uid == 0)
+    let me = crate::sys::pid::effective_uid();
+    crate::sys::socket::peer_uid(stream.as_fd()).is_ok_and(|uid| uid == me || uid == 0)
 }
 
 /// Connect to the socket at `path`; `Ok(None)` when nothing listens there (no file, or a

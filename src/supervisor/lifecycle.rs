@@ -95,7 +95,7 @@ pub fn stop_monitor(dir: &Path, st: &WorkerState, timeout: Duration) -> Result<S
             // No control socket (still starting): the monitor takes SIGTERM as "stop".
             if let Some(pid) = st.monitor_pid {
                 // Liveness was checked with the PID's start time just before.
-                let _ = crate::pid::kill(pid as i32, libc::SIGTERM);
+                let _ = crate::sys::pid::kill(pid as i32, libc::SIGTERM);
             }
             StopOutcome::Stopped
         }
@@ -107,7 +107,7 @@ pub fn stop_monitor(dir: &Path, st: &WorkerState, timeout: Duration) -> Result<S
         if Instant::now() >= deadline {
             if let Some(pid) = st.monitor_pid {
                 // As above; the sandbox dies with its monitor.
-                let _ = crate::pid::kill(pid as i32, libc::SIGKILL);
+                let _ = crate::sys::pid::kill(pid as i32, libc::SIGKILL);
             }
             std::thread::sleep(Duration::from_millis(100));
             break;
@@ -205,9 +205,10 @@ pub struct ListRow {
     pub error: Option<String>,
 }
 
-/// Every worker in config.yaml with its state.
+/// Every worker in config.yaml with its state, in file order; an entry that does not
+/// validate is a row with status `invalid` and the reason in `error`.
 pub fn list(project: &Project) -> Result<Vec<ListRow>> {
-    let config = Config::load(&project.config_path)?;
+    let config = Config::load_lenient(&project.config_path)?;
     let now = state::now_secs();
     let mut rows = Vec::new();
     for w in &config.workers {
@@ -240,7 +241,30 @@ pub fn list(project: &Project) -> Result<Vec<ListRow>> {
             error: st.error.clone(),
         });
     }
-    Ok(rows)
+    // Valid rows fill the positions the invalid entries leave free.
+    let mut ordered: Vec<(usize, ListRow)> = config.positions().into_iter().zip(rows).collect();
+    for e in &config.invalid {
+        ordered.push((
+            e.index,
+            ListRow {
+                name: e
+                    .name
+                    .clone()
+                    .unwrap_or_else(|| format!("workers[{}]", e.index)),
+                image: e.image.clone().unwrap_or_default(),
+                status: "invalid".into(),
+                sandbox: "-".into(),
+                sandbox_note: None,
+                pid: None,
+                uptime_seconds: None,
+                restarts: 0,
+                exit_code: None,
+                error: Some(e.error.clone()),
+            },
+        ));
+    }
+    ordered.sort_by_key(|(i, _)| *i);
+    Ok(ordered.into_iter().map(|(_, r)| r).collect())
 }
 
 /// `12s`, `5m`, `3h`, `2d`: coarse, like `docker ps`.

@@ -82,9 +82,9 @@ fn guard<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 fn adopt_detached(dir: &std::path::Path, name: &str) {
     let Ok(st) = state::read(dir) else { return };
     if matches!(st.status, state::Status::Running | state::Status::Starting) && st.monitor_alive() {
-        eprintln!("{name}: running without an engine; restarting it under the engine");
+        crate::say!("{name}: running without an engine; restarting it under the engine");
         if let Err(e) = lifecycle::stop_monitor(dir, &st, STOP_TIMEOUT) {
-            eprintln!("error: worker {name}: {e}");
+            crate::say!("error: worker {name}: {e}");
         }
     }
 }
@@ -185,7 +185,7 @@ impl Supervisor {
                 Ok(c) => c,
                 Err(e) => {
                     let msg = format!("worker {}: {e}", slot.name);
-                    eprintln!("error: {msg}");
+                    crate::say!("error: {msg}");
                     let mut c = guard(&slot.ctl);
                     c.want = false;
                     c.starts += 1;
@@ -198,9 +198,9 @@ impl Supervisor {
             let report = monitor::read_ready(&mut child, &slot.name);
             match &report {
                 StartReport::Running { pid, backend } => {
-                    eprintln!("{}: running (pid {pid}, {backend})", slot.name)
+                    crate::say!("{}: running (pid {pid}, {backend})", slot.name)
                 }
-                StartReport::Failed(m) => eprintln!("error: {m}"),
+                StartReport::Failed(m) => crate::say!("error: {m}"),
             }
             {
                 let mut c = guard(&slot.ctl);
@@ -230,7 +230,7 @@ impl Supervisor {
             let what = state::read(&dir)
                 .map(|s| s.effective().status_text())
                 .unwrap_or_else(|_| "ended".into());
-            eprintln!(
+            crate::say!(
                 "{}: {what}; restarting in {}s",
                 slot.name,
                 backoff.as_secs()
@@ -339,7 +339,7 @@ impl Supervisor {
             Ok(Some(_)) => lifecycle::StopOutcome::Stopped,
             // Still starting (no socket yet) or ending: the monitor takes SIGTERM as "stop".
             _ => {
-                let _ = crate::pid::kill(mon as i32, libc::SIGTERM);
+                let _ = crate::sys::pid::kill(mon as i32, libc::SIGTERM);
                 lifecycle::StopOutcome::Stopped
             }
         };
@@ -349,7 +349,7 @@ impl Supervisor {
         while c.monitor == Some(mon) {
             if Instant::now() >= deadline {
                 // `mon` is our unreaped child, so its PID cannot have been reused.
-                let _ = crate::pid::kill(mon as i32, libc::SIGKILL);
+                let _ = crate::sys::pid::kill(mon as i32, libc::SIGKILL);
             }
             c = slot
                 .cv
@@ -373,11 +373,11 @@ impl Supervisor {
         let config = match Config::load(&self.project.config_path) {
             Ok(c) => c,
             Err(e) => {
-                eprintln!("error: reload: {e} (keeping the running workers as they are)");
+                crate::say!("error: reload: {e} (keeping the running workers as they are)");
                 return;
             }
         };
-        eprintln!(
+        crate::say!(
             "iii engine: reloading {}",
             self.project.config_path.display()
         );
@@ -390,19 +390,19 @@ impl Supervisor {
             let engine = self.clone();
             match new_entry {
                 None => jobs.push(std::thread::spawn(move || {
-                    eprintln!("{name}: removed from config; stopping");
+                    crate::say!("{name}: removed from config; stopping");
                     engine.stop(&name, STOP_TIMEOUT);
                     engine.retire(&name);
                 })),
                 Some(e) if e != old_entry => jobs.push(std::thread::spawn(move || {
-                    eprintln!("{name}: entry changed; restarting");
+                    crate::say!("{name}: entry changed; restarting");
                     let was_wanted = guard(&slot.ctl).want;
                     engine.stop(&name, STOP_TIMEOUT);
                     guard(&slot.ctl).entry = e;
                     if was_wanted {
                         let r = engine.start(&name);
                         if !r.ok {
-                            eprintln!("error: {}", r.message);
+                            crate::say!("error: {}", r.message);
                         }
                     }
                 })),
@@ -411,7 +411,7 @@ impl Supervisor {
         }
         for entry in &config.workers {
             if self.slot(&entry.name).is_none() {
-                eprintln!("{}: added to config; starting", entry.name);
+                crate::say!("{}: added to config; starting", entry.name);
                 self.add(entry.clone(), true);
             }
         }
@@ -430,7 +430,7 @@ impl Supervisor {
                 std::thread::spawn(move || {
                     let r = engine.stop(&n, STOP_TIMEOUT);
                     if !r.ok {
-                        eprintln!("error: {}", r.message);
+                        crate::say!("error: {}", r.message);
                     }
                     engine.retire(&n);
                 })
@@ -455,7 +455,7 @@ fn mark_stopped(dir: &std::path::Path) {
         if ended {
             st.status = state::Status::Stopped;
             if let Err(e) = state::write(dir, &st) {
-                eprintln!("warning: {e}");
+                crate::say!("warning: {e}");
             }
         }
     }

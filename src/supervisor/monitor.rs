@@ -12,7 +12,7 @@
 use std::fs::File;
 use std::io::Write;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -81,7 +81,7 @@ pub fn main(argv: &[String]) -> i32 {
         Ok(a) => a,
         Err(e) => {
             if !ready.send(&format!("error {e}")) {
-                eprintln!("error: {e}");
+                crate::say!("error: {e}");
             }
             return 2;
         }
@@ -100,7 +100,7 @@ pub fn main(argv: &[String]) -> i32 {
         Err(e) => {
             // The parent prints a reported error; one nobody received goes to stderr.
             if !ready.send(&format!("error {e}")) {
-                eprintln!("error: {e}");
+                crate::say!("error: {e}");
             }
             EXIT_START_FAILED
         }
@@ -113,17 +113,14 @@ struct Ready(Option<File>);
 
 impl Ready {
     fn take_stdout() -> Ready {
-        // SAFETY: dup of fd 1 has no memory-safety preconditions; the result is checked.
-        let fd = unsafe { libc::fcntl(1, libc::F_DUPFD_CLOEXEC, 3) };
-        if fd < 0 {
+        use std::os::fd::AsFd;
+        let Ok(report) = crate::sys::fd::dup_above(std::io::stdout().as_fd(), 3) else {
             return Ready(None);
-        }
+        };
         if let Ok(null) = File::options().write(true).open("/dev/null") {
-            // SAFETY: both descriptors are open; dup2 atomically replaces fd 1.
-            unsafe { libc::dup2(null.as_raw_fd(), 1) };
+            let _ = crate::sys::fd::redirect(null.as_fd(), 1);
         }
-        // SAFETY: `fd` was just returned by fcntl(F_DUPFD_CLOEXEC) and is owned by nobody else.
-        Ready(Some(unsafe { File::from_raw_fd(fd) }))
+        Ready(Some(File::from(report)))
     }
 
     /// Send the report; false if there was no one to send it to.
@@ -235,7 +232,7 @@ fn run(args: &Args, ready: &mut Ready) -> Result<()> {
     let sock = dir.join("control.sock");
     match control::bind(&sock) {
         Ok(l) => spawn_control(l, shared.clone()),
-        Err(e) => eprintln!("warning: worker {}: {e}", args.name),
+        Err(e) => crate::say!("warning: worker {}: {e}", args.name),
     }
     {
         let shared = shared.clone();
@@ -374,12 +371,12 @@ fn spawn_pump(dir: &Path, rd: OwnedFd) -> std::sync::mpsc::Receiver<()> {
             let res = logs::LogWriter::open(&dir, logs::max_bytes_from_env())
                 .and_then(|mut w| logs::pump(rd, &mut w));
             if let Err(e) = res {
-                eprintln!("warning: {}: {e}", dir.display());
+                crate::say!("warning: {}: {e}", dir.display());
             }
             let _ = tx.send(());
         });
     if let Err(e) = res {
-        eprintln!("warning: starting the log thread: {e}");
+        crate::say!("warning: starting the log thread: {e}");
     }
     rx
 }
@@ -408,7 +405,7 @@ fn serve(stream: &std::os::unix::net::UnixStream, sh: &Shared) {
             (Some(open), Ok(conn)) => {
                 control::write_reply(stream, &Reply::ok("exec"));
                 if let Err(e) = open(conn) {
-                    eprintln!("warning: exec: {e}");
+                    crate::say!("warning: exec: {e}");
                 }
                 return;
             }

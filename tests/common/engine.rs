@@ -52,7 +52,7 @@ impl Engine {
 
     pub fn signal(&self, sig: i32) {
         // The child is not reaped yet, so its PID is still ours.
-        let _ = iii::pid::kill(self.pid() as i32, sig);
+        let _ = iii::sys::pid::kill(self.pid() as i32, sig);
     }
 
     pub fn wait_exit_after(&mut self, sig: i32, secs: u64) -> ExitStatus {
@@ -81,7 +81,7 @@ impl Engine {
     /// SIGTERM, then the exit status (`None` if it had to be SIGKILLed after 20 s).
     pub fn terminate(&mut self) -> Option<ExitStatus> {
         let mut child = self.child.take()?;
-        let _ = iii::pid::kill(child.id() as i32, libc::SIGTERM);
+        let _ = iii::sys::pid::kill(child.id() as i32, libc::SIGTERM);
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if let Ok(Some(st)) = child.try_wait() {

@@ -201,7 +201,7 @@ pub struct Proc {
 
 impl Drop for Proc {
     fn drop(&mut self) {
-        let _ = iii::pid::kill(self.child.id() as i32, libc::SIGKILL);
+        let _ = iii::sys::pid::kill(self.child.id() as i32, libc::SIGKILL);
         let _ = self.child.wait();
         let _ = std::fs::remove_file(&self.log);
     }

@@ -565,7 +565,7 @@ impl Puppet {
     /// `kill -9` by PID, and reap it.
     pub fn kill9(&self) {
         if let Some(mut c) = self.child.lock().unwrap().take() {
-            let _ = iii::pid::kill(c.id() as i32, libc::SIGKILL);
+            let _ = iii::sys::pid::kill(c.id() as i32, libc::SIGKILL);
             let _ = c.wait();
         }
     }

@@ -2,6 +2,7 @@
 //! reason also goes to `target/tmp/skipped.txt`, which scripts/test.sh prints after the run.
 //!
 //! Include it first in a test crate: `#[macro_use] #[path = "common/skip.rs"] mod skip;`
+//! (the library's unit tests include it too, from `src/lib.rs`).
 
 /// Print `SKIP: <test>: <reason>` to stderr and append it to the run's skip list.
 #[allow(unused_macros)]
@@ -17,7 +18,7 @@ pub fn record(why: &str) {
     let test = std::thread::current().name().unwrap_or("?").to_string();
     let line = format!("{}::{test}: {why}", env!("CARGO_CRATE_NAME"));
     eprintln!("SKIP: {line}");
-    let list = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("skipped.txt");
+    let list = tmp_dir().join("skipped.txt");
     if let Ok(mut f) = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -25,4 +26,20 @@ pub fn record(why: &str) {
     {
         let _ = writeln!(f, "{line}");
     }
+}
+
+/// Cargo's `target/tmp`: named at compile time for integration tests; a unit-test binary
+/// finds it from where it lives (`target/<profile>/deps/`).
+fn tmp_dir() -> std::path::PathBuf {
+    if let Some(d) = option_env!("CARGO_TARGET_TMPDIR") {
+        return d.into();
+    }
+    let exe = std::env::current_exe().unwrap_or_default();
+    let target = exe
+        .ancestors()
+        .nth(3)
+        .unwrap_or(std::path::Path::new("target"));
+    let tmp = target.join("tmp");
+    let _ = std::fs::create_dir_all(&tmp);
+    tmp
 }

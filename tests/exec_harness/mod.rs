@@ -2,7 +2,7 @@
 //! `namespace` sandbox (iii's init as PID 1, overlay root, pid/mount/net namespaces, cgroups,
 //! seccomp), with `.iii/workers/<name>/control.sock` served the way the worker's monitor serves
 //! it: the `{"op":"exec"}` line, an `ok` reply, then the connection is carried into the
-//! sandbox as an exec stream (`iii::exec::host::forward`). The CLI under test is the real `iii`
+//! sandbox as an exec stream (`iii::sandbox::channel::exec_opener`, as for a `vm` worker). The CLI under test is the real `iii`
 //! binary.
 //!
 //! Every exec the tests run carries `III_EXEC_HARNESS=<unique id>` in its environment (added
@@ -127,7 +127,7 @@ impl Worker {
             let log = std::fs::read_to_string(&log).unwrap_or_default();
             panic!("starting the sandbox: {e}; its output: {log:?}")
         });
-        let control = sandbox.control();
+        let open = iii::sandbox::channel::exec_opener(sandbox.control());
 
         let sock = wdir.join("control.sock");
         let listener = UnixListener::bind(&sock).unwrap();
@@ -152,7 +152,7 @@ impl Worker {
                 {
                     continue;
                 }
-                if let Err(e) = iii::exec::host::forward(conn, &control) {
+                if let Err(e) = open(conn) {
                     eprintln!("harness: {e}");
                 }
             }

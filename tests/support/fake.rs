@@ -21,6 +21,9 @@ pub enum Fault {
     Truncate,
     /// The first response stops after `at` bytes and closes; later ones are fine.
     DropOnce { at: usize },
+    /// The first response stops after `at` bytes and closes; later ones (the resumed
+    /// request) carry the rest of the blob with its last byte flipped.
+    DropThenWrong { at: usize },
     /// The first request gets HTTP 500; later ones are fine.
     ServerErrorOnce,
     /// Every response trickles out at about 400 KiB/s (8 KiB per 20 ms).
@@ -194,6 +197,11 @@ fn handle(conn: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
         }
         Some(Fault::Truncate) => cut = Some(blob.len() / 2),
         Some(Fault::DropOnce { at }) if hit == 1 => cut = Some(at),
+        Some(Fault::DropThenWrong { at }) if hit == 1 => cut = Some(at),
+        Some(Fault::DropThenWrong { .. }) => {
+            let last = body.len() - 1;
+            body[last] ^= 0xff;
+        }
         Some(Fault::ServerErrorOnce) if hit == 1 => {
             return respond(&mut conn, 500, "text/plain", b"try again");
         }

@@ -75,7 +75,7 @@ impl Builtins {
     pub fn join(self) {
         for r in self.0 {
             if r.thread.join().is_err() {
-                eprintln!("error: built-in worker {} panicked", r.name);
+                crate::say!("error: built-in worker {} panicked", r.name);
             }
         }
     }

@@ -379,9 +379,9 @@ impl Router {
         p.complaints += 1;
         if p.complaints <= 5 {
             let name = p.display_name();
-            eprintln!("engine: worker {name}: {}", excerpt(what));
+            crate::say!("engine: worker {name}: {}", excerpt(what));
             if p.complaints == 5 {
-                eprintln!("engine: worker {name}: (further protocol errors not logged)");
+                crate::say!("engine: worker {name}: (further protocol errors not logged)");
             }
         }
     }
@@ -500,7 +500,7 @@ impl Router {
             if let Some(p) = self.peers.get_mut(&owner) {
                 if !p.overload_logged {
                     p.overload_logged = true;
-                    eprintln!(
+                    crate::say!(
                         "engine: worker {name} is not reading its connection ({} MiB queued); refusing calls to it",
                         backlog >> 20
                     );
@@ -635,7 +635,7 @@ impl Router {
                 .get(&from)
                 .map(Peer::display_name)
                 .unwrap_or_default();
-            eprintln!(
+            crate::say!(
                 "engine: worker {name}: function {} is HTTP-invoked (invocation.url); this engine does not call HTTP endpoints for functions, registration refused",
                 def.id
             );
@@ -668,7 +668,7 @@ impl Router {
                     .map(Peer::display_name)
                     .unwrap_or_else(|| "the engine".into()),
             );
-            eprintln!(
+            crate::say!(
                 "engine: worker {name}: function {} is already served by {owner_name}; registration refused",
                 def.id
             );
@@ -773,7 +773,7 @@ impl Router {
     fn register_trigger_type(&mut self, t: &mut dyn Transport, from: PeerId, def: TriggerTypeDef) {
         if let Some(old) = self.trigger_types.get(&def.id) {
             if old.provider == ENGINE {
-                eprintln!(
+                crate::say!(
                     "engine: trigger type {} is the engine's own; registration ignored",
                     def.id
                 );
@@ -860,7 +860,7 @@ impl Router {
             .and_then(|o| self.peers.get(&o))
             .map(Peer::display_name)
             .unwrap_or_else(|| "the engine".into());
-        eprintln!(
+        crate::say!(
             "engine: trigger {id} ({ty}) of {who} for {function_id} refused: {}: {}",
             error.code,
             excerpt(&error.message)
@@ -886,7 +886,7 @@ impl Router {
             return;
         }
         let name = self.peers[&old].display_name();
-        eprintln!("engine: worker {name} reconnected; retiring its previous connection");
+        crate::say!("engine: worker {name} reconnected; retiring its previous connection");
         self.disconnect(t, old);
         t.close(old, "replaced by the worker's new connection");
     }

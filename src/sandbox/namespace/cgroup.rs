@@ -280,7 +280,7 @@ fn sweep_stale(parent: &Path, leaf: &str) {
         let (Ok(pid), Ok(_)) = (pid.parse::<i32>(), n.parse::<u64>()) else {
             continue;
         };
-        if !crate::pid::exists(pid) {
+        if !crate::sys::pid::exists(pid) {
             fs::remove_dir(e.path()).ok();
         }
     }

@@ -1,10 +1,13 @@
-//! The `vm` backend: a small VMM on raw KVM ioctls.
+//! Our VMM: a small virtual machine monitor on raw KVM ioctls, and nothing else — it knows
+//! nothing of images, workers or iii's protocol (the `vm` backend that uses it is
+//! [`crate::sandbox::microvm`]).
 //!
 //! Layout (after Firecracker's `src/vmm`, code our own): [`kvm`] is the only module issuing
 //! ioctls; [`memory`] maps guest RAM; [`boot`] loads ELF/PVH/bzImage kernels and sets the entry
-//! CPU state; [`devices`] holds the serial port, the exit/progress ports and virtio-mmio
-//! (console for the control channel, block for disks); [`builder`] assembles a [`Vm`];
-//! [`vcpu`] runs one thread per vCPU.
+//! CPU state; [`devices`] holds the serial port, the exit/progress ports and the virtio-mmio
+//! transport with its devices (console for a byte stream to the guest, block for disks);
+//! [`builder`] assembles a [`Vm`]; [`vcpu`] runs one thread per vCPU; [`sys`] holds the few
+//! other system calls it makes.
 //!
 //! ```no_run
 //! # use iii::sandbox::vm::{Vm, VmConfig};
@@ -19,11 +22,8 @@
 pub mod boot;
 pub mod builder;
 pub mod devices;
-pub mod ext2;
-pub mod initramfs;
 pub mod kvm;
 pub mod memory;
-pub mod sandbox;
 pub mod sys;
 pub mod vcpu;
 

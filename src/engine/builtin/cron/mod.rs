@@ -93,9 +93,10 @@ fn serve(w: Worker) {
                         // must not fire for a time before it existed.
                         let next = schedule.next_after(now_ms().div_euclid(1000));
                         if next.is_none() {
-                            eprintln!(
+                            crate::say!(
                                 "iii-cron: job {}: {:?} never fires again",
-                                def.id, c.expression
+                                def.id,
+                                c.expression
                             );
                         }
                         jobs.insert(
@@ -133,9 +134,10 @@ fn serve(w: Worker) {
                     } else {
                         "handler"
                     };
-                    eprintln!(
+                    crate::say!(
                         "iii-cron: job {job_id}: {what} failed: {}: {}",
-                        e.code, e.message
+                        e.code,
+                        e.message
                     );
                     continue;
                 }
@@ -165,9 +167,10 @@ fn serve(w: Worker) {
             if job.busy.is_some() {
                 job.skipped += 1;
                 if job.skipped == 1 || job.skipped.is_power_of_two() {
-                    eprintln!(
+                    crate::say!(
                         "iii-cron: job {id} ({}): previous call still running; {} tick(s) skipped",
-                        job.expression, job.skipped
+                        job.expression,
+                        job.skipped
                     );
                 }
                 continue;

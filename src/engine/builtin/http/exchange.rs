@@ -54,7 +54,7 @@ impl Response {
     /// A handler's failure: 500 with its code and message, and an id to find it in the log.
     pub fn failure(e: &ErrorBody, function_id: &str) -> Response {
         let error_id = ids::hex_id::<6>();
-        eprintln!(
+        crate::say!(
             "iii-http: {function_id} failed ({error_id}): {}: {}",
             e.code,
             e.message.chars().take(300).collect::<String>()

@@ -196,7 +196,7 @@ pub fn start(config: &serde_json::Value, port: &Handle) -> Result<Running> {
         w: Worker::new(link),
         stop: stop.clone(),
     };
-    eprintln!("iii-http: http://{bound}");
+    crate::say!("iii-http: http://{bound}");
     let stopper = Box::new(move || {
         stop.store(true, Ordering::SeqCst);
         let _ = waker.wake();
@@ -224,7 +224,7 @@ impl Server {
                 .poll(&mut events, Some(next.saturating_duration_since(now)))
             {
                 if e.kind() != io::ErrorKind::Interrupted {
-                    eprintln!("error: iii-http: event loop: {e}");
+                    crate::say!("error: iii-http: event loop: {e}");
                     return;
                 }
             }
@@ -335,7 +335,7 @@ impl Server {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    eprintln!("iii-http: accept: {e}");
+                    crate::say!("iii-http: accept: {e}");
                     return;
                 }
             }
@@ -576,7 +576,7 @@ impl Server {
                     &format!("middleware {m} did not answer in time"),
                 ),
                 _ => {
-                    eprintln!(
+                    crate::say!(
                         "iii-http: {} did not answer within {} ms; 504",
                         f.function_id,
                         self.timeout.as_millis()

@@ -183,7 +183,7 @@ fn nonempty(scope: &str, key: &str) -> std::result::Result<(), ErrorBody> {
 }
 
 fn failed_write(e: crate::Error) -> ErrorBody {
-    eprintln!("error: iii-state: {e}");
+    crate::say!("error: iii-state: {e}");
     ErrorBody::new("state_write_failed", e.to_string())
 }
 
@@ -217,13 +217,13 @@ impl State {
             }
             if Instant::now() >= next_sync {
                 if let Err(e) = self.store.sync() {
-                    eprintln!("error: iii-state: {e}");
+                    crate::say!("error: iii-state: {e}");
                 }
                 next_sync = Instant::now() + interval;
             }
         }
         if let Err(e) = self.store.close() {
-            eprintln!("error: iii-state: {e}");
+            crate::say!("error: iii-state: {e}");
         }
     }
 

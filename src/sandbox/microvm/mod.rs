@@ -1,5 +1,8 @@
-//! The `vm` backend behind the sandbox contract: one microVM per worker, run by our VMM on
-//! threads of the calling process, with iii's own init as the guest's PID 1.
+//! The `vm` backend behind the sandbox contract: one microVM per worker, run by our VMM
+//! ([`super::vm`], which knows nothing of images or workers) on threads of the calling
+//! process, with iii's own init as the guest's PID 1. This module is the glue: it turns an
+//! image tree into disks ([`ext2`]) and the iii binary into an initramfs ([`initramfs`]),
+//! and keeps the [`Sandbox`] contract over the VM and its control channel.
 //!
 //! [`start`] prepares three files and boots the guest:
 //! - the root disk: an ext2 image of the image tree, built once per image and cached beside
@@ -11,28 +14,29 @@
 //!
 //! The guest's serial console goes to the worker's stdout (kernel messages and the worker's
 //! own output land in its log); the virtio-console is the control channel, served on the host
-//! by the same [`host_loop`] as the `namespace` backend's socketpair: the `Start` message, the
+//! by the same [`channel`] code as the `namespace` backend's socketpair: the `Start` message, the
 //! worker's exit, signals, streams opened with [`ControlHandle`], and the engine link.
 //!
 //! Lifetime: the VM ends when init reboots the guest after the worker exited, or when it is
 //! stopped ([`Sandbox::signal`] with SIGKILL, or dropping the sandbox). [`Sandbox::wait`]
 //! joins the VMM and channel threads; nothing but the writable layer stays.
 
+pub mod ext2;
+pub mod initramfs;
+
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use mio::{Poll, Waker};
-
-use super::{ext2, initramfs, DiskConfig, StopHandle, Vm, VmConfig, VmExit};
-use crate::init::guest::{LAYER_LABEL, ROOT_LABEL};
+use super::vm::{DiskConfig, StopHandle, Vm, VmConfig, VmExit};
+use crate::protocol::init::{LAYER_LABEL, ROOT_LABEL};
 use crate::protocol::{
     encode_window, ExitStatus, InitConfig, Message, Setup, HEADER_LEN, SANDBOX_STREAM,
 };
-use crate::sandbox::namespace::{self as ns, ControlHandle, HostState};
+use crate::sandbox::channel::{self, Channel, ControlHandle, HostEnd};
 use crate::sandbox::{Backend, Sandbox, SandboxSpec, Signaller, Stdio, WorkerExit};
 use crate::{err, Context, Result};
 
@@ -76,11 +80,11 @@ pub struct VmSandbox {
     stop: StopHandle,
     killed: Arc<AtomicBool>,
     vmm: Option<JoinHandle<Result<VmExit>>>,
-    host: Option<JoinHandle<()>>,
+    /// The channel's host end, served by a thread of its own ([`channel`]).
+    host: HostEnd,
     /// A second handle on the channel's host end: shut down if the channel thread outlives
     /// the VM (it must not be left behind).
     chan: std::os::unix::net::UnixStream,
-    shared: Arc<Mutex<HostState>>,
     control: ControlHandle,
     exit: Option<WorkerExit>,
 }
@@ -137,7 +141,7 @@ pub fn start(spec: &SandboxSpec, stdio: Stdio, opts: &Options) -> Result<VmSandb
     spec.check()?;
     let name = &spec.name;
     let wrap = |e: crate::Error| err!("worker {name}: {}", e.message());
-    super::check_host(&opts.kvm_device).map_err(wrap)?;
+    super::vm::check_host(&opts.kvm_device).map_err(wrap)?;
     if !opts.kernel.is_file() {
         return Err(err!(
             "worker {name}: vm: kernel {} not found or not a file",
@@ -181,8 +185,7 @@ pub fn start(spec: &SandboxSpec, stdio: Stdio, opts: &Options) -> Result<VmSandb
     let chan_ctl = chan
         .try_clone()
         .with_context(|| format!("worker {name}: duplicating the control channel"))?;
-    let poll = Poll::new().context("creating a poll")?;
-    let waker = Arc::new(Waker::new(poll.registry(), ns::WAKER).context("creating a waker")?);
+    let serving = Channel::new()?;
     let stop = vm.stop_handle();
     let vmm = std::thread::Builder::new()
         .name(format!("iii-vmm-{name}"))
@@ -208,33 +211,25 @@ pub fn start(spec: &SandboxSpec, stdio: Stdio, opts: &Options) -> Result<VmSandb
     if let Err(e) = await_guest_ready(&chan) {
         return Err(abort(vmm, e));
     }
-    if let Err(e) = ns::send_message(&chan, &Message::Start(Box::new(cfg))) {
+    if let Err(e) = channel::send_blocking(&chan, &Message::Start(Box::new(cfg))) {
         return Err(abort(vmm, e));
     }
-    let decoder = match ns::await_started(&chan) {
+    let decoder = match channel::await_started(&chan) {
         Ok(d) => d,
         Err(e) => return Err(abort(vmm, e)),
     };
-    let shared = Arc::new(Mutex::new(HostState::default()));
-    let (tx, rx) = mpsc::channel();
-    let thread_shared = shared.clone();
-    let engine = spec.engine_addr;
-    let host = std::thread::Builder::new()
-        .name(format!("iii-vm-{name}"))
-        .spawn(move || ns::host_loop(poll, chan, decoder, engine, thread_shared, rx));
-    let host = match host {
-        Ok(t) => t,
-        Err(e) => return Err(abort(vmm, err!("spawning a thread: {e}"))),
+    let host = match serving.serve(format!("iii-vm-{name}"), chan, decoder, spec.engine_addr) {
+        Ok(h) => h,
+        Err(e) => return Err(abort(vmm, e)),
     };
     Ok(VmSandbox {
         name: name.clone(),
         stop,
         killed: Arc::new(AtomicBool::new(false)),
         vmm: Some(vmm),
-        host: Some(host),
+        control: host.control(),
+        host,
         chan: chan_ctl,
-        shared,
-        control: ControlHandle::new(tx, waker),
         exit: None,
     })
 }
@@ -286,17 +281,15 @@ impl VmSandbox {
         };
         // The VM is gone, and with it the device end of the channel: the channel thread sees
         // EOF once it has read what init wrote last. Should it not, end it.
-        if let Some(t) = self.host.take() {
-            let deadline = Instant::now() + Duration::from_secs(2);
-            while !t.is_finished() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            if !t.is_finished() {
-                let _ = self.chan.shutdown(std::net::Shutdown::Both);
-            }
-            let _ = t.join();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while !self.host.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
         }
-        let reported = self.shared.lock().ok().and_then(|s| s.exit);
+        if !self.host.is_finished() {
+            let _ = self.chan.shutdown(std::net::Shutdown::Both);
+        }
+        self.host.join();
+        let reported = self.host.exit();
         let killed = self.killed.load(Ordering::SeqCst);
         let exit = match (reported, vm_result) {
             (Some(ExitStatus::Code(c)), _) => WorkerExit::Code(c),
@@ -367,7 +360,7 @@ impl Sandbox for VmSandbox {
     /// Exec streams travel the virtio-console channel to the guest's init, like every other
     /// stream; inside the guest they run as the worker does (the VM is the isolation).
     fn exec_opener(&self) -> Option<crate::sandbox::ExecOpener> {
-        Some(crate::exec::host::opener(self.control.clone()))
+        Some(channel::exec_opener(self.control.clone()))
     }
 
     fn signaller(&self) -> Signaller {

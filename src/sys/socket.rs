@@ -1,20 +1,11 @@
-//! The exec door of a `namespace` sandbox: a `SOCK_SEQPACKET` socketpair between the host and
-//! init over which the host hands each exec client's connection (the fd itself, as
-//! `SCM_RIGHTS`) to init. Init's exec server then speaks exec frames with the client directly,
-//! so output skips the monitor and the control channel's multiplexer (two processes and
-//! several copies fewer). The VM backend cannot pass fds into a guest and keeps carrying exec
-//! streams over its control channel ([`super::host`]).
-//!
-//! Flow control is unchanged: the client and init's exec server run the exec protocol's credit
-//! end to end, and init writes to the connection blocking, so the socket's own buffer is all
-//! that is ever queued for a slow reader.
+//! Unix sockets beyond what std offers: `SOCK_SEQPACKET` pairs, handing a file descriptor to
+//! another process (`SCM_RIGHTS`), peeking, the peer's credentials, send buffer sizing.
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
-use std::os::unix::net::UnixStream;
 
-/// A connected pair of door ends (host, init), both close-on-exec.
-pub fn pair() -> io::Result<(OwnedFd, OwnedFd)> {
+/// A connected `SOCK_SEQPACKET` pair, both ends close-on-exec.
+pub fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0 as libc::c_int; 2];
     // SAFETY: socketpair writes two fds into the array of two on success.
     let r = unsafe {
@@ -39,10 +30,9 @@ union CmsgBuf {
     bytes: [u8; 64],
 }
 
-/// Hand `conn` through the door (host side). The connection is closed here once it is sent:
-/// from then on init owns it.
-pub fn send(door: BorrowedFd<'_>, conn: UnixStream) -> io::Result<()> {
-    let fd = conn.as_raw_fd();
+/// Send `fd` over `socket` (one byte of data carrying it as `SCM_RIGHTS`). The receiver gets
+/// its own descriptor of the same open file; ours stays ours.
+pub fn send_fd(socket: BorrowedFd<'_>, fd: BorrowedFd<'_>) -> io::Result<()> {
     let mut byte = [b'x'];
     let mut iov = libc::iovec {
         iov_base: byte.as_mut_ptr().cast(),
@@ -66,11 +56,11 @@ pub fn send(door: BorrowedFd<'_>, conn: UnixStream) -> io::Result<()> {
         (*cmsg).cmsg_level = libc::SOL_SOCKET;
         (*cmsg).cmsg_type = libc::SCM_RIGHTS;
         (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<libc::c_int>() as u32) as _;
-        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::c_int>(), fd);
+        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::c_int>(), fd.as_raw_fd());
     }
     loop {
         // SAFETY: msg and everything it points to are valid for the call.
-        let n = unsafe { libc::sendmsg(door.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
+        let n = unsafe { libc::sendmsg(socket.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
         if n >= 0 {
             return Ok(());
         }
@@ -81,9 +71,9 @@ pub fn send(door: BorrowedFd<'_>, conn: UnixStream) -> io::Result<()> {
     }
 }
 
-/// Take the next connection from the door (init side; the door is non-blocking).
-/// `Ok(None)`: nothing waiting now. `Err(UnexpectedEof)`: the host closed its end.
-pub fn recv(door: BorrowedFd<'_>) -> io::Result<Option<UnixStream>> {
+/// Take the next fd sent with [`send_fd`] (close-on-exec). `Ok(None)`: nothing waiting on a
+/// non-blocking socket. `Err(UnexpectedEof)`: the peer closed its end.
+pub fn recv_fd(socket: BorrowedFd<'_>) -> io::Result<Option<OwnedFd>> {
     let mut byte = [0u8; 1];
     let mut iov = libc::iovec {
         iov_base: byte.as_mut_ptr().cast(),
@@ -100,8 +90,8 @@ pub fn recv(door: BorrowedFd<'_>) -> io::Result<Option<UnixStream>> {
     msg.msg_controllen = 64;
     let n = loop {
         // SAFETY: msg and everything it points to are valid for the call. Received fds are
-        // close-on-exec, so no command init starts inherits another client's connection.
-        let n = unsafe { libc::recvmsg(door.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
+        // close-on-exec, so no program this process starts inherits one by accident.
+        let n = unsafe { libc::recvmsg(socket.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
         if n >= 0 {
             break n;
         }
@@ -112,7 +102,7 @@ pub fn recv(door: BorrowedFd<'_>) -> io::Result<Option<UnixStream>> {
             _ => return Err(e),
         }
     };
-    let mut conn = None;
+    let mut got = None;
     // SAFETY: the kernel filled msg_control with well-formed headers within msg_controllen;
     // CMSG_FIRSTHDR/CMSG_NXTHDR walk only inside it. Every fd found is taken into ownership
     // (so none leaks, even if more than one arrived).
@@ -124,20 +114,84 @@ pub fn recv(door: BorrowedFd<'_>) -> io::Result<Option<UnixStream>> {
                 let count = ((*cmsg).cmsg_len as usize - libc::CMSG_LEN(0) as usize)
                     / std::mem::size_of::<libc::c_int>();
                 for i in 0..count {
-                    let fd = std::ptr::read_unaligned(data.add(i));
-                    let owned = UnixStream::from_raw_fd(fd);
-                    if conn.is_none() {
-                        conn = Some(owned);
+                    let owned = OwnedFd::from_raw_fd(std::ptr::read_unaligned(data.add(i)));
+                    if got.is_none() {
+                        got = Some(owned);
                     }
                 }
             }
             cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
         }
     }
-    if n == 0 && conn.is_none() {
+    if n == 0 && got.is_none() {
         return Err(io::ErrorKind::UnexpectedEof.into());
     }
-    Ok(conn)
+    Ok(got)
+}
+
+/// Copy what is waiting on the stream socket into `buf` without consuming it (`MSG_PEEK`).
+pub fn peek(socket: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        // SAFETY: recv into a valid buffer of `buf.len()` bytes.
+        let n = unsafe {
+            libc::recv(
+                socket.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                libc::MSG_PEEK,
+            )
+        };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// The user id of the process at the other end of a connected Unix socket.
+pub fn peer_uid(socket: BorrowedFd<'_>) -> io::Result<u32> {
+    peer_credentials(socket).map(|(_, uid)| uid)
+}
+
+/// The process id and user id at the other end of a connected Unix socket.
+pub fn peer_credentials(socket: BorrowedFd<'_>) -> io::Result<(u32, u32)> {
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: u32::MAX,
+        gid: u32::MAX,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: `cred` and `len` are valid for writes and `len` holds the size of `cred`.
+    let r = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((cred.pid as u32, cred.uid))
+}
+
+/// Ask for a send buffer of `bytes` (best effort: the kernel caps it at `net.core.wmem_max`).
+pub fn set_send_buffer(socket: BorrowedFd<'_>, bytes: i32) {
+    // SAFETY: SO_SNDBUF reads one int through a valid pointer of the given length.
+    unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            (&bytes as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
 }
 
 #[cfg(test)]
@@ -145,33 +199,34 @@ mod tests {
     use super::*;
     use std::io::{Read, Write};
     use std::os::fd::AsFd;
+    use std::os::unix::net::UnixStream;
 
     #[test]
-    fn a_connection_crosses_the_door_and_still_works() {
-        let (host, init) = pair().unwrap();
+    fn an_fd_crosses_a_seqpacket_pair_and_still_works() {
+        let (a, b) = seqpacket_pair().unwrap();
         let (mut ours, theirs) = UnixStream::pair().unwrap();
-        send(host.as_fd(), theirs).unwrap();
-        let mut got = recv(init.as_fd()).unwrap().expect("a connection");
+        send_fd(a.as_fd(), theirs.as_fd()).unwrap();
+        drop(theirs);
+        let mut got = UnixStream::from(recv_fd(b.as_fd()).unwrap().expect("an fd"));
         ours.write_all(b"ping").unwrap();
-        let mut b = [0u8; 4];
-        got.read_exact(&mut b).unwrap();
-        assert_eq!(&b, b"ping");
+        let mut buf = [0u8; 4];
+        assert_eq!(peek(got.as_fd(), &mut buf).unwrap(), 4);
+        got.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"ping");
+        assert_eq!(
+            peer_uid(got.as_fd()).unwrap(),
+            crate::sys::pid::effective_uid()
+        );
         // SAFETY: F_GETFD on a valid fd.
         let flags = unsafe { libc::fcntl(got.as_raw_fd(), libc::F_GETFD) };
         assert!(
             flags & libc::FD_CLOEXEC != 0,
-            "received fd must be close-on-exec"
+            "received fd is close-on-exec"
         );
-        // Nothing more waiting (the door is blocking here, so check with MSG_DONTWAIT-like
-        // non-blocking mode), then EOF once the host end closes.
-        // SAFETY: fcntl on our own fd.
-        unsafe {
-            let fl = libc::fcntl(init.as_raw_fd(), libc::F_GETFL);
-            libc::fcntl(init.as_raw_fd(), libc::F_SETFL, fl | libc::O_NONBLOCK);
-        }
-        assert!(recv(init.as_fd()).unwrap().is_none());
-        drop(host);
-        let e = recv(init.as_fd()).unwrap_err();
+        crate::sys::fd::set_nonblocking(b.as_raw_fd(), true).unwrap();
+        assert!(recv_fd(b.as_fd()).unwrap().is_none(), "nothing waiting");
+        drop(a);
+        let e = recv_fd(b.as_fd()).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
     }
 }

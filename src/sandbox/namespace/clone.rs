@@ -1,5 +1,5 @@
-//! The few unsafe process primitives of the `namespace` backend: cloning init into fresh
-//! namespaces (host side), and forking and exec'ing the worker (init side).
+//! Cloning init into fresh namespaces: the one unsafe process primitive of the `namespace`
+//! backend (the worker itself is started by init: see `init::spawn`).
 //!
 //! Why init is a re-exec of the iii binary rather than Rust code running after `clone`: the
 //! host process (the engine's monitor) is multi-threaded, and after a raw `clone` the child may
@@ -12,27 +12,10 @@
 use std::ffi::CString;
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
-/// The control channel's fd number in init.
-pub const INIT_CONTROL_FD: RawFd = 3;
-/// The exec door's fd number in init (see `crate::exec::door`).
-pub const INIT_EXEC_DOOR_FD: RawFd = 4;
-
-/// The first argument that makes the iii binary run as init.
-pub const INIT_ARG: &str = "__iii_init";
-
-/// Duplicate `fd` to a number ≥ 10, close-on-exec, so that the child's `dup2` onto 0–4 can
-/// never overwrite a source it still needs.
-fn dup_high(fd: RawFd) -> io::Result<OwnedFd> {
-    // SAFETY: F_DUPFD_CLOEXEC on a valid fd returns a new fd we own or -1.
-    let new = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 10) };
-    if new < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `new` is a fresh fd owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(new) })
-}
+use crate::protocol::init::{INIT_ARG, INIT_CONTROL_FD, INIT_EXEC_DOOR_FD};
+use crate::sys::fd::dup_above;
 
 /// The fds init starts with: the control channel as fd 3, the exec door as fd 4, and its
 /// stdio.
@@ -49,13 +32,15 @@ pub struct InitFds<'a> {
 /// (PR_SET_PDEATHSIG follows the thread that cloned it).
 pub fn clone_init(exe: &File, flags: libc::c_int, fds: InitFds<'_>) -> io::Result<libc::pid_t> {
     // Everything the child touches is prepared here, before the clone.
-    let control = dup_high(fds.control.as_raw_fd())?;
-    let door = dup_high(fds.exec_door.as_raw_fd())?;
-    let stdin = dup_high(fds.stdin.as_raw_fd())?;
-    let stdout = dup_high(fds.stdout.as_raw_fd())?;
-    let stderr = dup_high(fds.stderr.as_raw_fd())?;
-    // The binary too: at a low number it could be one of the dup2 targets below.
-    let exe_high = dup_high(exe.as_raw_fd())?;
+    // Each source at a number ≥ 10, so the child's dup2 onto 0–4 never overwrites one it
+    // still needs; the binary too.
+    let high = |fd: &OwnedFd| dup_above(fd.as_fd(), 10);
+    let control = high(fds.control)?;
+    let door = high(fds.exec_door)?;
+    let stdin = high(fds.stdin)?;
+    let stdout = high(fds.stdout)?;
+    let stderr = high(fds.stderr)?;
+    let exe_high = dup_above(exe.as_fd(), 10)?;
     let exe_fd = exe_high.as_raw_fd();
     let arg0 = CString::new("iii-init").expect("no NUL");
     let arg1 = CString::new(INIT_ARG).expect("no NUL");
@@ -117,45 +102,3 @@ pub fn clone_init(exe: &File, flags: libc::c_int, fds: InitFds<'_>) -> io::Resul
     }
     Ok(pid as libc::pid_t)
 }
-
-/// How a reaped child ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Status {
-    Exited(i32),
-    Signaled(i32),
-}
-
-/// Decode a `waitpid` status word.
-pub fn decode_status(status: libc::c_int) -> Status {
-    if libc::WIFSIGNALED(status) {
-        Status::Signaled(libc::WTERMSIG(status))
-    } else {
-        Status::Exited(libc::WEXITSTATUS(status))
-    }
-}
-
-/// Block until child `pid` exits (retrying on EINTR).
-pub fn wait_pid(pid: libc::pid_t) -> io::Result<Status> {
-    let mut status = 0;
-    loop {
-        // SAFETY: waitpid writes into our local `status`.
-        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
-        if r == pid {
-            return Ok(decode_status(status));
-        }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
-        }
-    }
-}
-
-/// Reap any exited child without blocking: `Some((pid, status))`, or `None` when none is ready.
-pub fn reap_any() -> Option<(libc::pid_t, Status)> {
-    let mut status = 0;
-    // SAFETY: waitpid writes into our local `status`.
-    let r = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
-    (r > 0).then(|| (r, decode_status(status)))
-}
-
-pub use crate::pid::kill;

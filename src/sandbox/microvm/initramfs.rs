@@ -6,6 +6,9 @@
 //! gid, nlink, mtime, filesize, devmajor, devminor, rdevmajor, rdevminor, namesize, check), the
 //! NUL-terminated name padded to a multiple of 4, then the data padded to a multiple of 4. The
 //! archive ends with an entry named `TRAILER!!!`.
+//!
+//! Hand-written rather than a crate: the format is a dozen hex fields per entry, the archive
+//! holds a handful of entries, and no crate iii already builds with writes it.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};

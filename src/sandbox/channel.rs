@@ -1,0 +1,310 @@
+//! The host end of the control channel, the same for both backends: the blocking start
+//! handshake with init, then a thread that serves the channel for as long as init lives.
+//!
+//! The channel is a byte stream to init (a socketpair for `namespace`, the virtio-console for
+//! `vm`) carrying the frames of [`crate::protocol`]. Before the worker runs the host sends
+//! `Start` (and, for `namespace`, `CgroupsReady`) and waits for `Started` with
+//! [`send_blocking`] and [`await_started`]. Then [`Channel::serve`] hands the stream to a
+//! thread of its own, which records the worker's exit, carries engine-link streams init opens
+//! to the host engine, and runs what other threads ask through a [`ControlHandle`]: signals
+//! for the worker, and exec streams into the sandbox ([`exec_opener`]).
+
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::os::unix::net::UnixStream;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use mio::{Events, Poll, Token, Waker};
+
+use crate::protocol::mux::{Endpoint, Mux, MuxEvent};
+use crate::protocol::{encode_message, Decoder, ExitStatus, Message, OpenRequest, SANDBOX_STREAM};
+use crate::{err, Context, Result};
+
+/// How long [`await_started`] waits for init to report the worker started.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+const WAKER: Token = Token(1);
+
+/// Send one control message, blocking (before the channel thread takes over).
+pub fn send_blocking(chan: &UnixStream, msg: &Message) -> Result<()> {
+    let mut out = Vec::new();
+    encode_message(&mut out, SANDBOX_STREAM, msg);
+    (&*chan)
+        .write_all(&out)
+        .context("sending the sandbox's configuration to init")
+}
+
+/// Read until `Started` (or `Failed`); returns the decoder holding any bytes that followed.
+pub fn await_started(chan: &UnixStream) -> Result<Decoder> {
+    chan.set_read_timeout(Some(START_TIMEOUT)).ok();
+    let mut dec = Decoder::new();
+    let mut buf = [0u8; 16 << 10];
+    loop {
+        while let Some(f) = dec.next_frame()? {
+            if f.stream != SANDBOX_STREAM {
+                continue;
+            }
+            match f.message()? {
+                Message::Started { .. } => {
+                    chan.set_read_timeout(None).ok();
+                    return Ok(dec);
+                }
+                Message::Failed { message } => return Err(err!("{message}")),
+                _ => {}
+            }
+        }
+        match (&*chan).read(&mut buf) {
+            Ok(0) => {
+                return Err(err!(
+                    "init exited during sandbox setup (see the worker's log)"
+                ))
+            }
+            Ok(n) => dec.feed(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(err!("waiting for init to start the worker: {e}")),
+        }
+    }
+}
+
+/// The channel thread's event loop, created before the sandbox starts (so that failing to
+/// create it fails the start before anything runs).
+pub struct Channel {
+    poll: Poll,
+    waker: Arc<Waker>,
+}
+
+impl Channel {
+    pub fn new() -> Result<Channel> {
+        let poll = Poll::new().context("creating a poll")?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER).context("creating a waker")?);
+        Ok(Channel { poll, waker })
+    }
+
+    /// Serve `chan` (past [`await_started`], whose `decoder` holds what followed `Started`)
+    /// on a thread named `thread_name` until init is gone; engine links go to `engine`.
+    pub fn serve(
+        self,
+        thread_name: String,
+        chan: UnixStream,
+        decoder: Decoder,
+        engine: SocketAddr,
+    ) -> Result<HostEnd> {
+        let exit = Arc::new(Mutex::new(None));
+        let (tx, rx) = mpsc::channel();
+        let thread_exit = exit.clone();
+        let poll = self.poll;
+        let thread = std::thread::Builder::new()
+            .name(thread_name)
+            .spawn(move || host_loop(poll, chan, decoder, engine, thread_exit, rx))
+            .map_err(|e| err!("spawning a thread: {e}"))?;
+        Ok(HostEnd {
+            thread: Some(thread),
+            exit,
+            control: ControlHandle {
+                tx,
+                waker: self.waker,
+            },
+        })
+    }
+}
+
+/// A served channel: its thread, what it learned, and the handle other threads use.
+pub struct HostEnd {
+    thread: Option<JoinHandle<()>>,
+    exit: Arc<Mutex<Option<ExitStatus>>>,
+    control: ControlHandle,
+}
+
+impl HostEnd {
+    pub fn control(&self) -> ControlHandle {
+        self.control.clone()
+    }
+
+    /// How the worker ended, as init reported it (once it has).
+    pub fn exit(&self) -> Option<ExitStatus> {
+        *self.exit.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether the channel thread has ended (init closed its end).
+    pub fn is_finished(&self) -> bool {
+        self.thread.as_ref().is_none_or(|t| t.is_finished())
+    }
+
+    /// Wait for the channel thread to end.
+    pub fn join(&mut self) {
+        if let Some(t) = self.thread.take() {
+            t.join().ok();
+        }
+    }
+}
+
+/// Requests to the channel thread from other threads.
+enum Command {
+    Open {
+        request: OpenRequest,
+        endpoint: Box<dyn Endpoint>,
+        messages: mpsc::Sender<Message>,
+        reply: mpsc::Sender<io::Result<u32>>,
+    },
+    Send {
+        stream: u32,
+        message: Message,
+    },
+}
+
+/// A handle on the host end of the control channel, for opening streams into the sandbox
+/// and sending control messages. Cloneable and usable from any thread.
+#[derive(Clone)]
+pub struct ControlHandle {
+    tx: mpsc::Sender<Command>,
+    waker: Arc<Waker>,
+}
+
+impl ControlHandle {
+    fn submit(&self, cmd: Command) -> Result<()> {
+        self.tx
+            .send(cmd)
+            .map_err(|_| err!("the sandbox's control channel is closed"))?;
+        self.waker
+            .wake()
+            .map_err(|e| err!("waking the control channel thread: {e}"))
+    }
+
+    /// Open a stream to init carrying `endpoint`'s bytes both ways; messages init sends on
+    /// the stream (e.g. an exec's exit status) arrive on the returned receiver.
+    pub fn open(
+        &self,
+        request: OpenRequest,
+        endpoint: Box<dyn Endpoint>,
+    ) -> Result<(u32, mpsc::Receiver<Message>)> {
+        let (mtx, mrx) = mpsc::channel();
+        let (rtx, rrx) = mpsc::channel();
+        self.submit(Command::Open {
+            request,
+            endpoint,
+            messages: mtx,
+            reply: rtx,
+        })?;
+        let id = rrx
+            .recv()
+            .map_err(|_| err!("the sandbox's control channel is closed"))?
+            .map_err(|e| err!("opening a stream into the sandbox: {e}"))?;
+        Ok((id, mrx))
+    }
+
+    /// Send a control message on `stream` (0: the sandbox).
+    pub fn send(&self, stream: u32, message: Message) -> Result<()> {
+        self.submit(Command::Send { stream, message })
+    }
+}
+
+/// The [`ExecOpener`](super::ExecOpener) of a sandbox whose control channel is `control`:
+/// the monitor has accepted the client's connection on `control.sock` and answered its
+/// `{"op":"exec"}` line; from then on the connection's bytes travel unchanged over the channel
+/// as one `OpenRequest::Exec` stream to init's exec server. Flow control holds end to end, and
+/// when the client goes away the stream closes and init kills the command. The `vm` backend
+/// uses this; a `namespace` sandbox hands the connection itself to init instead (its exec
+/// door), which saves this relay.
+pub fn exec_opener(control: ControlHandle) -> super::ExecOpener {
+    Box::new(move |conn| {
+        conn.set_nonblocking(true)
+            .map_err(|e| err!("exec: preparing the client connection: {e}"))?;
+        let endpoint = Box::new(mio::net::UnixStream::from_std(conn));
+        control.open(OpenRequest::Exec, endpoint)?;
+        Ok(())
+    })
+}
+
+/// The channel thread: serves the host end until init is gone.
+fn host_loop(
+    mut poll: Poll,
+    chan: UnixStream,
+    decoder: Decoder,
+    engine: SocketAddr,
+    exit: Arc<Mutex<Option<ExitStatus>>>,
+    commands: mpsc::Receiver<Command>,
+) {
+    let Ok(mut mux) = Mux::new(chan, decoder, false, poll.registry()) else {
+        return;
+    };
+    let mut routes: std::collections::HashMap<u32, mpsc::Sender<Message>> = Default::default();
+    let mut events = Events::with_capacity(64);
+    let mut pending = mux.drain_decoded(poll.registry());
+    loop {
+        for ev in pending.drain(..) {
+            match ev {
+                MuxEvent::Message {
+                    stream: SANDBOX_STREAM,
+                    message: Message::Exited(status),
+                } => {
+                    *exit.lock().unwrap_or_else(|p| p.into_inner()) = Some(status);
+                }
+                MuxEvent::Message { stream, message } => {
+                    let last = matches!(message, Message::OpenFailed { .. });
+                    if let Some(tx) = routes.get(&stream) {
+                        tx.send(message).ok();
+                    }
+                    if last {
+                        routes.remove(&stream);
+                    }
+                }
+                MuxEvent::Open {
+                    stream,
+                    request: OpenRequest::EngineLink,
+                } => match connect_engine(engine) {
+                    Ok(s) => {
+                        if let Err(e) = mux.attach(poll.registry(), stream, Box::new(s)) {
+                            mux.reject(stream, format!("engine link: {e}"));
+                        }
+                    }
+                    Err(e) => mux.reject(stream, format!("engine link to {engine}: {e}")),
+                },
+                MuxEvent::Open {
+                    stream,
+                    request: OpenRequest::Exec,
+                } => mux.reject(stream, "the host runs no exec for init".into()),
+                MuxEvent::ChannelClosed => return,
+            }
+        }
+        if mux.is_closed() {
+            return;
+        }
+        match poll.poll(&mut events, None) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => return,
+        }
+        for e in events.iter() {
+            if e.token() == WAKER {
+                while let Ok(cmd) = commands.try_recv() {
+                    match cmd {
+                        Command::Open {
+                            request,
+                            endpoint,
+                            messages,
+                            reply,
+                        } => {
+                            let r = mux.open(poll.registry(), request, endpoint);
+                            if let Ok(id) = r {
+                                routes.insert(id, messages);
+                            }
+                            reply.send(r).ok();
+                        }
+                        Command::Send { stream, message } => mux.send(stream, &message),
+                    }
+                }
+            } else {
+                pending.extend(mux.handle(poll.registry(), e.token()));
+            }
+        }
+    }
+}
+
+fn connect_engine(addr: SocketAddr) -> io::Result<mio::net::TcpStream> {
+    let s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_nodelay(true).ok();
+    s.set_nonblocking(true)?;
+    Ok(mio::net::TcpStream::from_std(s))
+}
