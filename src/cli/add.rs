@@ -111,7 +111,7 @@ fn new_entry(
         cpus,
         memory,
         sandbox: existing.map(|o| o.sandbox),
-        network: existing.map(|o| o.network),
+        network: existing.map(|o| o.network.clone()),
     }
 }
 

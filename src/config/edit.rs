@@ -164,7 +164,7 @@ fn locate<'d>(doc: &'d Document, config: &Config, name: &str) -> Result<(&'d Wor
         .workers
         .as_ref()
         .context("config.yaml has no workers: list")?;
-    if list.items.len() != config.workers.len() + config.invalid.len() {
+    if list.items.len() != config.workers.len() + config.invalid.len() + config.builtins.len() {
         return Err(err!(
             "cannot edit config.yaml as text: workers is not a block list iii can follow; \
              edit the entry for {name:?} by hand"
@@ -226,8 +226,23 @@ fn render(e: &NewEntry, indent: usize) -> String {
         };
         s += &format!("{pad}  sandbox: {v}\n");
     }
-    if e.network == Some(NetworkChoice::Host) {
-        s += &format!("{pad}  network: host\n");
+    match &e.network {
+        Some(NetworkChoice::Host) => s += &format!("{pad}  network: host\n"),
+        Some(NetworkChoice::None) => s += &format!("{pad}  network: none\n"),
+        Some(NetworkChoice::Egress(p)) if p.allow.is_some() || !p.host_ports.is_empty() => {
+            s += &format!("{pad}  network:\n");
+            if let Some(allow) = &p.allow {
+                s += &format!("{pad}    allow:\n");
+                for r in allow {
+                    s += &format!("{pad}      - {}\n", scalar(r));
+                }
+            }
+            if !p.host_ports.is_empty() {
+                let ports: Vec<String> = p.host_ports.iter().map(u16::to_string).collect();
+                s += &format!("{pad}    host_ports: [{}]\n", ports.join(", "));
+            }
+        }
+        Some(NetworkChoice::Egress(_)) | None => {}
     }
     s
 }
@@ -428,6 +443,23 @@ mod tests {
             "workers: []   # list\nother: 1\n"
         );
         assert!(remove_entry(one, &cfg(one), "zz").is_err());
+    }
+
+    #[test]
+    fn built_in_entries_around_a_worker_do_not_block_remove_or_replace() {
+        let t = "workers:\n  - name: iii-http\n    config: {port: 3111}\n  - name: a\n    image: x/a\n  - name: iii-cron\n";
+        assert_eq!(
+            remove_entry(t, &cfg(t), "a").unwrap(),
+            "workers:\n  - name: iii-http\n    config: {port: 3111}\n  - name: iii-cron\n"
+        );
+        let out = replace_entry(t, &cfg(t), "a", &entry("a")).unwrap();
+        assert!(
+            out.starts_with(
+                "workers:\n  - name: iii-http\n    config: {port: 3111}\n  - name: a\n"
+            ),
+            "{out}"
+        );
+        assert!(out.ends_with("  - name: iii-cron\n"), "{out}");
     }
 
     #[test]

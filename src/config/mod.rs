@@ -108,14 +108,103 @@ pub enum SandboxChoice {
 }
 
 /// `network:` — the worker's network.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NetworkChoice {
-    /// Loopback plus the engine link (default).
-    #[default]
-    Isolated,
-    /// Share the host's network.
+    /// `none`: loopback plus the engine link.
+    None,
+    /// `egress` (the default): outbound TCP, UDP and DNS through the worker's user-mode
+    /// network, as its policy allows.
+    Egress(EgressPolicy),
+    /// `host`: share the host's network (no isolation).
     Host,
+}
+
+/// `network: {allow, host_ports}`: who an `egress` worker may reach.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EgressPolicy {
+    /// Only these destinations (CIDRs, addresses, host names, each optionally `:PORT`);
+    /// `None`: anywhere but the host.
+    pub allow: Option<Vec<String>>,
+    /// Ports of the host's loopback the worker may reach at its gateway (beside the engine's).
+    pub host_ports: Vec<u16>,
+}
+
+impl Default for NetworkChoice {
+    fn default() -> Self {
+        NetworkChoice::Egress(EgressPolicy::default())
+    }
+}
+
+/// Read a `network:` value: `none` (or `isolated`), `egress`, `host`, or `{mode: egress,
+/// allow: [...], host_ports: [...]}`.
+fn network_choice(v: &serde_yaml::Value) -> std::result::Result<NetworkChoice, String> {
+    use serde_yaml::Value;
+    match v {
+        Value::String(s) => match s.as_str() {
+            "none" | "isolated" => Ok(NetworkChoice::None),
+            "egress" => Ok(NetworkChoice::Egress(EgressPolicy::default())),
+            "host" => Ok(NetworkChoice::Host),
+            other => Err(format!("network: {other:?} is not none, egress or host")),
+        },
+        Value::Mapping(m) => {
+            let mut policy = EgressPolicy::default();
+            for (k, v) in m {
+                match k.as_str() {
+                    Some("mode") => match v.as_str() {
+                        Some("egress") => {}
+                        _ => {
+                            return Err(
+                                "network.mode: only egress takes allow and host_ports".into()
+                            )
+                        }
+                    },
+                    Some("allow") => {
+                        let items = v.as_sequence().ok_or("network.allow must be a list")?;
+                        let mut rules = Vec::new();
+                        for i in items {
+                            let r = match i {
+                                Value::String(s) => s.clone(),
+                                Value::Number(n) => n.to_string(),
+                                _ => {
+                                    return Err(format!(
+                                        "network.allow: {i:?} is not a destination"
+                                    ))
+                                }
+                            };
+                            crate::net::policy::Rule::parse(&r)
+                                .map_err(|e| format!("network.allow: {e}"))?;
+                            rules.push(r);
+                        }
+                        policy.allow = Some(rules);
+                    }
+                    Some("host_ports") => {
+                        let items = v
+                            .as_sequence()
+                            .ok_or("network.host_ports must be a list of ports")?;
+                        for i in items {
+                            let p = i
+                                .as_u64()
+                                .and_then(|p| u16::try_from(p).ok())
+                                .filter(|p| *p != 0)
+                                .ok_or_else(|| {
+                                    format!("network.host_ports: {i:?} is not a port")
+                                })?;
+                            policy.host_ports.push(p);
+                        }
+                    }
+                    _ => {
+                        return Err(format!(
+                            "network: unknown key {k:?} (mode, allow, host_ports)"
+                        ))
+                    }
+                }
+            }
+            Ok(NetworkChoice::Egress(policy))
+        }
+        other => Err(format!(
+            "network: {other:?} is not none, egress, host or a policy"
+        )),
+    }
 }
 
 // --- raw serde shapes (validated into the public types above) ---
@@ -146,7 +235,7 @@ struct RawWorker {
     #[serde(default)]
     sandbox: Option<SandboxChoice>,
     #[serde(default)]
-    network: Option<NetworkChoice>,
+    network: Option<serde_yaml::Value>,
 }
 
 #[derive(Deserialize)]
@@ -401,13 +490,17 @@ fn validate_worker(w: RawWorker) -> std::result::Result<WorkerEntry, String> {
             }
         }
     };
+    let network = match &w.network {
+        None => NetworkChoice::default(),
+        Some(v) => network_choice(v).map_err(|e| format!("worker {:?}: {e}", w.name))?,
+    };
     Ok(WorkerEntry {
         name: w.name,
         image,
         config: w.config.unwrap_or_default(),
         resources,
         sandbox: w.sandbox.unwrap_or_default(),
-        network: w.network.unwrap_or_default(),
+        network,
     })
 }
 
@@ -436,6 +529,29 @@ mod tests {
         );
         assert_eq!(w.sandbox, SandboxChoice::Namespace);
         assert_eq!(w.network, NetworkChoice::Host);
+        let n = parse("workers:\n  - {name: a, image: x/y}\n  - {name: b, image: x/y, network: none}\n  - {name: c, image: x/y, network: {allow: [10.0.0.0/8, 'api.example.com:443'], host_ports: [5432]}}\n").unwrap();
+        assert_eq!(n.workers[0].network, NetworkChoice::default());
+        assert_eq!(n.workers[1].network, NetworkChoice::None);
+        assert_eq!(
+            n.workers[2].network,
+            NetworkChoice::Egress(EgressPolicy {
+                allow: Some(vec!["10.0.0.0/8".into(), "api.example.com:443".into()]),
+                host_ports: vec![5432]
+            })
+        );
+        for (bad, needle) in [
+            ("network: wifi", "not none, egress or host"),
+            ("network: {allow: ['10.0.0.0/99']}", "network.allow"),
+            ("network: {host_ports: [0]}", "host_ports"),
+            ("network: {allow: x}", "must be a list"),
+            ("network: {mode: host, allow: []}", "only egress"),
+        ] {
+            let e = parse(&format!(
+                "workers:\n  - name: a\n    image: x/y\n    {bad}\n"
+            ))
+            .unwrap_err();
+            assert!(e.to_string().contains(needle), "{bad}: {e}");
+        }
         assert_eq!(c.engine.port, Some(5000));
         assert_eq!(c.vm.kernel.as_deref(), Some(Path::new("/boot/vmlinux")));
     }

@@ -120,7 +120,12 @@ pub struct Layers<'a> {
 /// Build the root filesystem at `layers.merged` and pivot into it. Runs in init, as root, in
 /// its own mount namespace (and PID namespace, for `/proc`). `host_network`: the sandbox shares
 /// the host's network, so the host's DNS configuration applies.
-pub fn build_root(layers: &Layers<'_>, hostname: &str, host_network: bool) -> Result<()> {
+pub fn build_root(
+    layers: &Layers<'_>,
+    hostname: &str,
+    host_network: bool,
+    network: Option<&crate::protocol::NetworkConfig>,
+) -> Result<()> {
     // Nothing we mount may propagate back to the host.
     mount(
         None,
@@ -219,6 +224,9 @@ pub fn build_root(layers: &Layers<'_>, hostname: &str, host_network: bool) -> Re
     )?;
     ensure_dir(root, "workspace")?;
     seed_etc(root, hostname, host_network);
+    if let Some(net) = network {
+        bind_network_files(root, layers, net)?;
+    }
 
     let null = dev.join("null");
     for rel in MASKED {
@@ -287,6 +295,45 @@ fn seed_etc(root: &Path, hostname: &str, host_network: bool) {
             fs::write(&resolv, text).ok();
         }
     }
+}
+
+/// Put the virtual NIC's name resolution in place: `/etc/resolv.conf` (the gateway's DNS)
+/// and `/etc/hosts`, written beside the worker's layer on the host and bound read-only over
+/// the image's files, so the image's own files in the shared tree stay as they are.
+fn bind_network_files(
+    root: &Path,
+    layers: &Layers<'_>,
+    net: &crate::protocol::NetworkConfig,
+) -> Result<()> {
+    let dir = Path::new(layers.upper)
+        .parent()
+        .map(|p| p.join("net"))
+        .ok_or_else(|| err!("the writable layer {} has no parent", layers.upper))?;
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let etc = ensure_dir(root, "etc")?;
+    for (name, text) in [("resolv.conf", &net.resolv_conf), ("hosts", &net.hosts)] {
+        let src = dir.join(name);
+        fs::write(&src, text).with_context(|| format!("writing {}", src.display()))?;
+        let target = etc.join(name);
+        // A symlink (e.g. to a resolver's runtime file) would be followed by the bind mount:
+        // replace it (in the worker's layer) with a plain file to mount over.
+        if fs::symlink_metadata(&target).is_ok_and(|m| !m.is_file()) {
+            fs::remove_file(&target).with_context(|| format!("replacing {}", target.display()))?;
+        }
+        if fs::symlink_metadata(&target).is_err() {
+            fs::write(&target, "").with_context(|| format!("creating {}", target.display()))?;
+        }
+        let s = src.to_string_lossy().into_owned();
+        mount(Some(&s), &target, None, libc::MS_BIND, None)?;
+        mount(
+            None,
+            &target,
+            None,
+            libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY,
+            None,
+        )?;
+    }
+    Ok(())
 }
 
 /// Make `root` the root: pivot_root(".", ".") stacks the old root on top of the new one, and

@@ -206,6 +206,7 @@ fn setup(cfg: &InitConfig, chan: &UnixStream, dec: &mut Decoder) -> Result<()> {
                 },
                 &cfg.hostname,
                 !*loopback,
+                cfg.network.as_ref(),
             )?;
             mounts::set_hostname(&cfg.hostname)?;
             if *loopback {

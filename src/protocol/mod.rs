@@ -227,6 +227,33 @@ pub struct InitConfig {
     pub engine_port: Option<u16>,
     /// Backend-specific setup init performs before starting the worker.
     pub setup: Setup,
+    /// The worker's virtual NIC and name resolution (`network: egress`); `None` for a
+    /// loopback-only or host-network sandbox.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<NetworkConfig>,
+}
+
+/// What init does for a sandbox with a virtual NIC.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NetworkConfig {
+    /// Bound over `/etc/resolv.conf` (the image's file in the shared tree stays as it is).
+    pub resolv_conf: String,
+    /// Bound over `/etc/hosts`.
+    pub hosts: String,
+    /// Configure this interface inside (a VM's NIC); `None` when the host already did (the
+    /// namespace backend sets up its TAP device from outside).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interface: Option<Interface>,
+}
+
+/// An IPv4 interface to bring up: `name` at `address/prefix`, default route via `gateway`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Interface {
+    pub name: String,
+    pub address: std::net::Ipv4Addr,
+    pub prefix: u8,
+    pub gateway: std::net::Ipv4Addr,
+    pub mtu: u32,
 }
 
 /// The worker process, fully resolved.
@@ -335,6 +362,7 @@ mod tests {
                 merged: "/w/merged".into(),
                 loopback: true,
             },
+            network: None,
         };
         let mut wire = Vec::new();
         encode_message(&mut wire, 0, &Message::Start(Box::new(cfg.clone())));

@@ -79,13 +79,32 @@ pub struct Resources {
 }
 
 /// The worker's network.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Network {
     /// Own network namespace (or VM) with loopback only, plus the engine link: init listens on
     /// 127.0.0.1:<engine port> inside and tunnels each connection to `SandboxSpec::engine_addr`.
     Isolated,
+    /// [`Network::Isolated`] plus one virtual NIC whose host side is the worker's user-mode
+    /// network ([`crate::net`]): outbound TCP, UDP and DNS as the policy allows.
+    Egress(Egress),
     /// `network: host`: share the host network.
     Host,
+}
+
+/// The egress policy of a [`Network::Egress`] sandbox.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Egress {
+    /// Only these destinations; `None`: anywhere but the host.
+    pub allow: Option<Vec<crate::net::policy::Rule>>,
+    /// Host loopback ports reachable at the gateway, beside the engine port.
+    pub host_ports: Vec<u16>,
+}
+
+impl Network {
+    /// Whether the sandbox has a network namespace (or VM network) of its own.
+    pub fn own_namespace(&self) -> bool {
+        !matches!(self, Network::Host)
+    }
 }
 
 /// Everything a backend needs to start one worker.

@@ -346,9 +346,22 @@ fn prepare(
             // The backend applies its own default pids limit.
             pids: None,
         },
-        network: match entry.network {
-            NetworkChoice::Isolated => sandbox::Network::Isolated,
+        network: match &entry.network {
+            NetworkChoice::None => sandbox::Network::Isolated,
             NetworkChoice::Host => sandbox::Network::Host,
+            NetworkChoice::Egress(p) => sandbox::Network::Egress(sandbox::Egress {
+                allow: match &p.allow {
+                    None => None,
+                    Some(rules) => Some(
+                        rules
+                            .iter()
+                            .map(|r| crate::net::policy::Rule::parse(r))
+                            .collect::<std::result::Result<_, _>>()
+                            .map_err(|e| wrap(crate::err!("network.allow: {e}")))?,
+                    ),
+                },
+                host_ports: p.host_ports.clone(),
+            }),
         },
         engine_addr: SocketAddr::from(([127, 0, 0, 1], args.port)),
     };

@@ -167,7 +167,19 @@ pub fn start(spec: &SandboxSpec, stdio: Stdio, opts: &Options) -> Result<VmSandb
     cfg.initramfs = Some(initrd);
     cfg.kvm_device = opts.kvm_device.clone();
     cfg.serial_out = Box::new(File::from(stdio.stdout));
-    drop(stdio.stderr);
+    // The VMM has no virtio-net device yet: a VM worker gets loopback and the engine link,
+    // whatever its policy asks; its log says so rather than leaving a silent difference.
+    if matches!(spec.network, crate::sandbox::Network::Egress(_)) {
+        use std::io::Write;
+        let mut err = File::from(stdio.stderr);
+        let _ = writeln!(
+            err,
+            "iii: network: the vm sandbox has no NIC yet; this worker has loopback and the \
+             engine link only (sandbox: namespace gives it egress)"
+        );
+    } else {
+        drop(stdio.stderr);
+    }
     cfg.disks = vec![
         DiskConfig {
             path: root_disk,
@@ -207,6 +219,7 @@ pub fn start(spec: &SandboxSpec, stdio: Stdio, opts: &Options) -> Result<VmSandb
         // A guest has no host network to share: the engine link always carries it.
         engine_port,
         setup: Setup::Vm,
+        network: None,
     };
     if let Err(e) = await_guest_ready(&chan) {
         return Err(abort(vmm, e));

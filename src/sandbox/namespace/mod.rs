@@ -50,6 +50,8 @@ pub struct NamespaceSandbox {
     /// Where exec clients' connections are handed to init ([`door`]).
     exec_door: Arc<std::os::fd::OwnedFd>,
     exit: Option<WorkerExit>,
+    /// The host side of the worker's NIC (`network: egress`); it stops when dropped.
+    network: Option<crate::net::Network>,
 }
 
 /// Start a sandbox for `spec`: returns once the worker process is running (or its exec failed,
@@ -89,7 +91,10 @@ pub fn start_with(spec: &SandboxSpec, stdio: Stdio, opts: &Options) -> Result<Na
     let (host_end, init_end) = UnixStream::pair().context("creating the control channel")?;
     let (door_host, door_init) = door::pair().context("creating the exec door")?;
 
-    let engine_port = (spec.network == Network::Isolated).then_some(spec.engine_addr.port());
+    let engine_port = spec
+        .network
+        .own_namespace()
+        .then_some(spec.engine_addr.port());
     let cfg = InitConfig {
         hostname: name.clone(),
         process: (&spec.process).into(),
@@ -99,15 +104,33 @@ pub fn start_with(spec: &SandboxSpec, stdio: Stdio, opts: &Options) -> Result<Na
             upper: path_str(&upper)?,
             work: path_str(&work)?,
             merged: path_str(&merged)?,
-            loopback: spec.network == Network::Isolated,
+            loopback: spec.network.own_namespace(),
         },
+        network: match &spec.network {
+            Network::Egress(_) => Some(crate::protocol::NetworkConfig {
+                resolv_conf: crate::net::resolv_conf(),
+                hosts: crate::net::hosts(name),
+                interface: None,
+            }),
+            Network::Isolated | Network::Host => None,
+        },
+    };
+    // Refused destinations are told in the worker's log (its stderr).
+    let net_log = match spec.network {
+        Network::Egress(_) => Some(
+            stdio
+                .stderr
+                .try_clone()
+                .context("duplicating the log pipe for the network")?,
+        ),
+        _ => None,
     };
     // Everything fallible that needs no child is done before the clone.
     let serving = Channel::new()?;
     let mut cgroup = Cgroup::create(name, &spec.resources)?;
     let mut flags =
         libc::CLONE_NEWPID | libc::CLONE_NEWNS | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
-    if spec.network == Network::Isolated {
+    if spec.network.own_namespace() {
         flags |= libc::CLONE_NEWNET;
     }
     let init_fd = std::os::fd::OwnedFd::from(init_end);
@@ -141,6 +164,14 @@ pub fn start_with(spec: &SandboxSpec, stdio: Stdio, opts: &Options) -> Result<Na
             _ => e,
         }
     };
+    // The NIC exists before init starts the worker, which may connect out at once.
+    let network = match (&spec.network, net_log) {
+        (Network::Egress(egress), Some(log)) => match start_network(pid, egress, spec, log) {
+            Ok(n) => Some(n),
+            Err(e) => return Err(abort(&mut cgroup, err!("worker {name}: {}", e.message()))),
+        },
+        _ => None,
+    };
     // Init builds the root filesystem while we move it into its cgroups.
     if let Err(e) = channel::send_blocking(&host_end, &Message::Start(Box::new(cfg))) {
         return Err(abort(&mut cgroup, e));
@@ -172,7 +203,47 @@ pub fn start_with(spec: &SandboxSpec, stdio: Stdio, opts: &Options) -> Result<Na
         host,
         exec_door: Arc::new(door_host),
         exit: None,
+        network,
     })
+}
+
+/// Give the sandbox of init `pid` its NIC: a TAP device `eth0` made and configured in its
+/// network namespace, served by the worker's user-mode network in this process.
+fn start_network(
+    pid: libc::pid_t,
+    egress: &crate::sandbox::Egress,
+    spec: &SandboxSpec,
+    log: std::os::fd::OwnedFd,
+) -> Result<crate::net::Network> {
+    use crate::net::{link, policy::Policy, Network, Settings};
+    let ns = PathBuf::from(format!("/proc/{pid}/ns/net"));
+    let setup = crate::net::worker_setup();
+    let tap = link::in_netns(&ns, move || {
+        let fd = link::create_tap("eth0")?;
+        link::configure("eth0", &setup)?;
+        Ok(fd)
+    })
+    .map_err(|e| err!("network: egress: {e} (network: none needs no NIC)"))?;
+    let log = std::sync::Mutex::new(File::from(log));
+    Network::start(
+        tap,
+        Settings {
+            setup,
+            policy: Policy::new(
+                egress.allow.clone(),
+                egress.host_ports.clone(),
+                spec.engine_addr.port(),
+                crate::net::GATEWAY,
+            ),
+            log: Box::new(move |line| {
+                use std::io::Write;
+                if let Ok(mut f) = log.lock() {
+                    let _ = writeln!(f, "iii: {line}");
+                }
+            }),
+        },
+    )
+    .map_err(|e| err!("starting the worker's network: {e}"))
 }
 
 fn path_str(p: &std::path::Path) -> Result<String> {
@@ -206,6 +277,8 @@ impl NamespaceSandbox {
             Err(e) => return Err(err!("worker {}: waiting for init: {e}", self.name)),
         };
         self.host.join();
+        // The NIC went with the namespace; stop its host side (its sockets close).
+        drop(self.network.take());
         let oom = self.cgroup.oom_kills() > 0;
         let reported = self.host.exit();
         let exit = match (reported, status) {
