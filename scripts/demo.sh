@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# The main job, offline: start a local registry, build and push a worker image, add it,
-# run it under the engine, read its logs, exec into it, and remove it.
+# The main job: start a local registry, build a worker written with the published Python iii
+# SDK into an image and push it, add it, run it under the engine, call its HTTP route and one
+# of its functions, exec into it, and remove it. Needs nothing beyond the package registries
+# (PyPI for the SDK, once; it is cached under target/).
 # Everything lives in a temp dir and is cleaned up (processes ended by PID) on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,14 +28,25 @@ pids+=("$REGISTRY_PID")
 registry=$REGISTRY
 echo "registry at $registry"
 
-step "building a worker image (static busybox + a tiny worker) and pushing it"
-scripts/push-demo-image.sh "$registry" demo/echo-worker 1.0 >/dev/null
-echo "pushed $registry/demo/echo-worker:1.0"
+step "building a real iii worker image (Python, PyPI iii-sdk) and pushing it"
+echo "the worker: examples/sdk-worker/greeter.py"
+scripts/push-sdk-worker-image.sh "$registry" demo/greeter 1.0 >/dev/null
+echo "pushed $registry/demo/greeter:1.0"
 
 export III_HOME=$demo/store
 cd "$demo"
-step "iii worker add $registry/demo/echo-worker:1.0"
-"$III" worker add "$registry/demo/echo-worker:1.0"
+# The engine's built-in HTTP server on a free port, and the worker port on another.
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+http_port=$(free_port)
+cat >config.yaml <<YAML
+workers:
+  - name: iii-worker-manager
+    config: {port: $(free_port)}
+  - name: iii-http
+    config: {port: $http_port}
+YAML
+step "iii worker add $registry/demo/greeter:1.0"
+"$III" worker add "$registry/demo/greeter:1.0"
 step "config.yaml now holds"
 cat config.yaml
 
@@ -41,15 +54,19 @@ step "iii (the engine) starts every worker in config.yaml"
 "$III" >"$demo/engine.log" 2>&1 &
 engine=$!
 pids+=($engine)
-for _ in $(seq 100); do "$III" worker list 2>/dev/null | grep -q running && break; sleep 0.1; done
+for _ in $(seq 300); do "$III" trigger engine::functions::list 2>/dev/null | grep -q greeter::add && break; sleep 0.1; done
 "$III" worker list
-sleep 1
-step "iii worker logs echo-worker"
-"$III" worker logs echo-worker
-step "iii worker exec echo-worker -- sh -c 'hostname; id; ls /'"
-"$III" worker exec echo-worker -- sh -c 'hostname; id; ls /'
-step "iii worker remove echo-worker"
-"$III" worker remove echo-worker
+step "curl http://127.0.0.1:$http_port/hello/newcomer (an HTTP route the worker registered)"
+curl -fsS -i "http://127.0.0.1:$http_port/hello/newcomer"
+echo
+step "iii trigger greeter::add a=2 b=40 (a function the worker serves)"
+"$III" trigger greeter::add a=2 b=40
+step "iii worker logs greeter"
+"$III" worker logs greeter
+step "iii worker exec greeter -- sh -c 'hostname; id; ls /app'"
+"$III" worker exec greeter -- sh -c 'hostname; id; ls /app'
+step "iii worker remove greeter"
+"$III" worker remove greeter
 cat config.yaml
 kill -TERM "$engine"
 wait "$engine" || true

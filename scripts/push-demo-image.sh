@@ -33,20 +33,10 @@ cat >"$work/config.json" <<JSON
 JSON
 config=sha256:$(sha256sum "$work/config.json" | cut -d' ' -f1)
 config_size=$(stat -c %s "$work/config.json")
-upload() { # file digest
-    if curl -fsS -o /dev/null -I "http://$registry/v2/$repo/blobs/$2" 2>/dev/null; then return; fi
-    loc=$(curl -fsS -X POST -D - -o /dev/null "http://$registry/v2/$repo/blobs/uploads/" \
-        | tr -d '\r' | awk 'tolower($1)=="location:"{print $2}')
-    case $loc in http*) ;; *) loc=http://$registry$loc ;; esac
-    sep='?'; case $loc in *\?*) sep='&' ;; esac
-    curl -fsS -X PUT -H 'Content-Type: application/octet-stream' --data-binary "@$1" \
-        "$loc${sep}digest=$2" -o /dev/null
-}
-upload "$work/layer.tar.gz" "$layer"
-upload "$work/config.json" "$config"
+source "$(dirname "$0")/lib/registry.sh"
+push_blob "$registry" "$repo" "$work/layer.tar.gz" "$layer"
+push_blob "$registry" "$repo" "$work/config.json" "$config"
 cat >"$work/manifest.json" <<JSON
 {"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"$config","size":$config_size},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"$layer","size":$layer_size}]}
 JSON
-curl -fsS -X PUT -H 'Content-Type: application/vnd.oci.image.manifest.v1+json' \
-    --data-binary "@$work/manifest.json" "http://$registry/v2/$repo/manifests/$tag" -o /dev/null
-echo "sha256:$(sha256sum "$work/manifest.json" | cut -d' ' -f1)"
+push_manifest "$registry" "$repo" "$tag" "$work/manifest.json"

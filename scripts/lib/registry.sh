@@ -24,3 +24,21 @@ YML
     fi
     REGISTRY=127.0.0.1:$port
 }
+
+# Push with the plain distribution API (curl): a blob (skipped when the registry has it) and
+# a manifest. Sourced by the push-*-image.sh scripts.
+push_blob() { # REGISTRY REPO FILE DIGEST
+    local registry=$1 repo=$2 file=$3 digest=$4 loc sep='?'
+    if curl -fsS -o /dev/null -I "http://$registry/v2/$repo/blobs/$digest" 2>/dev/null; then return; fi
+    loc=$(curl -fsS -X POST -D - -o /dev/null "http://$registry/v2/$repo/blobs/uploads/" \
+        | tr -d '\r' | awk 'tolower($1)=="location:"{print $2}')
+    case $loc in http*) ;; *) loc=http://$registry$loc ;; esac
+    case $loc in *\?*) sep='&' ;; esac
+    curl -fsS -X PUT -H 'Content-Type: application/octet-stream' --data-binary "@$file" \
+        "$loc${sep}digest=$digest" -o /dev/null
+}
+push_manifest() { # REGISTRY REPO TAG FILE — prints the manifest's digest
+    curl -fsS -X PUT -H 'Content-Type: application/vnd.oci.image.manifest.v1+json' \
+        --data-binary "@$4" "http://$1/v2/$2/manifests/$3" -o /dev/null
+    echo "sha256:$(sha256sum "$4" | cut -d' ' -f1)"
+}
