@@ -31,6 +31,7 @@ fn main() {
         resources: Resources::default(),
         network: Network::Isolated,
         engine_addr: "127.0.0.1:49134".parse().expect("address"),
+        engine_link: None,
     };
     // The example is its own binary: init is the iii binary built beside it.
     let exe = std::env::current_exe().expect("own path");

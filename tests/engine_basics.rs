@@ -178,7 +178,7 @@ fn unknown_workers_and_empty_lists() {
     assert!(out.status.success());
     assert_eq!(
         String::from_utf8(out.stdout).unwrap().trim_end(),
-        "NAME   IMAGE   STATUS   SANDBOX   PID   UPTIME   RESTARTS"
+        "NAME   IMAGE   STATUS   SANDBOX   PID   UPTIME   RESTARTS   SDK   FUNCTIONS"
     );
     let out = p.iii(&["worker", "list", "--json"]);
     assert_eq!(String::from_utf8(out.stdout).unwrap().trim(), "[]");

@@ -114,6 +114,21 @@ fn a_python_sdk_worker_image_serves_http_and_functions_from_its_sandbox() {
         std::thread::sleep(Duration::from_millis(200));
     }
 
+    // The engine knows the connection came from this worker (over its engine link).
+    let out = run(d, &["worker", "list", "--json"]);
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rows[0]["name"], "greeter", "{rows}");
+    assert_eq!(rows[0]["sdk_connected"], true, "{rows}");
+    assert_eq!(rows[0]["functions"], 2, "{rows}");
+    let table = text(&run(d, &["worker", "list"]).stdout);
+    assert!(
+        table
+            .lines()
+            .nth(1)
+            .is_some_and(|l| l.contains(" connected ") && l.ends_with(" 2")),
+        "{table}"
+    );
+
     // The HTTP route it registered, served by iii-http, answered from inside the sandbox.
     let r = http::get(http_port, "/hello/doc?shout=1");
     assert_eq!(r.status, 200, "{}", text(&r.body));

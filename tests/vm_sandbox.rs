@@ -544,6 +544,7 @@ fn try_start_guest_with_engine(
         },
         network: iii::sandbox::Network::Isolated,
         engine_addr,
+        engine_link: None,
     };
     let (rd, wr) = std::os::unix::net::UnixStream::pair().unwrap();
     let stdio = iii::sandbox::Stdio {

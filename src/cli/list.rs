@@ -9,7 +9,8 @@ use crate::supervisor::lifecycle;
 use crate::Context;
 
 #[derive(FromArgs, Debug)]
-/// List every worker in config.yaml: NAME, IMAGE, STATUS, SANDBOX, PID, UPTIME, RESTARTS.
+/// List every worker in config.yaml: NAME, IMAGE, STATUS, SANDBOX, PID, UPTIME, RESTARTS,
+/// SDK, FUNCTIONS.
 #[argh(subcommand, name = "list")]
 pub struct Args {
     /// print a JSON array on stdout instead of a table

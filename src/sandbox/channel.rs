@@ -89,7 +89,7 @@ impl Channel {
         thread_name: String,
         chan: UnixStream,
         decoder: Decoder,
-        engine: SocketAddr,
+        engine: EngineTarget,
     ) -> Result<HostEnd> {
         let exit = Arc::new(Mutex::new(None));
         let (tx, rx) = mpsc::channel();
@@ -222,7 +222,7 @@ fn host_loop(
     mut poll: Poll,
     chan: UnixStream,
     decoder: Decoder,
-    engine: SocketAddr,
+    engine: EngineTarget,
     exit: Arc<Mutex<Option<ExitStatus>>>,
     commands: mpsc::Receiver<Command>,
 ) {
@@ -253,13 +253,13 @@ fn host_loop(
                 MuxEvent::Open {
                     stream,
                     request: OpenRequest::EngineLink,
-                } => match connect_engine(engine) {
+                } => match connect_engine(&engine) {
                     Ok(s) => {
-                        if let Err(e) = mux.attach(poll.registry(), stream, Box::new(s)) {
+                        if let Err(e) = mux.attach(poll.registry(), stream, s) {
                             mux.reject(stream, format!("engine link: {e}"));
                         }
                     }
-                    Err(e) => mux.reject(stream, format!("engine link to {engine}: {e}")),
+                    Err(e) => mux.reject(stream, format!("engine link to {}: {e}", engine.tcp)),
                 },
                 MuxEvent::Open {
                     stream,
@@ -302,9 +302,32 @@ fn host_loop(
     }
 }
 
-fn connect_engine(addr: SocketAddr) -> io::Result<mio::net::TcpStream> {
-    let s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+/// Where engine links go: the engine's unix socket when it answers, else its TCP port.
+#[derive(Debug, Clone)]
+pub struct EngineTarget {
+    pub unix: Option<std::path::PathBuf>,
+    pub tcp: SocketAddr,
+}
+
+impl EngineTarget {
+    pub fn of(spec: &crate::sandbox::SandboxSpec) -> EngineTarget {
+        EngineTarget {
+            unix: spec.engine_link.clone(),
+            tcp: spec.engine_addr,
+        }
+    }
+}
+
+fn connect_engine(to: &EngineTarget) -> io::Result<Box<dyn crate::protocol::mux::Endpoint>> {
+    if let Some(path) = &to.unix {
+        // An engine of an older build, or none yet, has no socket: the port still serves.
+        if let Ok(s) = std::os::unix::net::UnixStream::connect(path) {
+            s.set_nonblocking(true)?;
+            return Ok(Box::new(mio::net::UnixStream::from_std(s)));
+        }
+    }
+    let s = std::net::TcpStream::connect_timeout(&to.tcp, Duration::from_secs(2))?;
     s.set_nodelay(true).ok();
     s.set_nonblocking(true)?;
-    Ok(mio::net::TcpStream::from_std(s))
+    Ok(Box::new(mio::net::TcpStream::from_std(s)))
 }

@@ -121,6 +121,10 @@ pub struct SandboxSpec {
     pub network: Network,
     /// The host engine address the in-sandbox engine link tunnels to.
     pub engine_addr: SocketAddr,
+    /// The engine's unix socket for engine links (`.iii/link.sock`), tried before
+    /// `engine_addr`: there the engine knows, from the peer's PID, which worker a connection
+    /// comes from (`iii worker list` shows it).
+    pub engine_link: Option<PathBuf>,
 }
 
 impl SandboxSpec {

@@ -199,10 +199,32 @@ pub struct ListRow {
     pub pid: Option<u32>,
     pub uptime_seconds: Option<u64>,
     pub restarts: u32,
+    /// Whether the worker's SDK is connected to the engine (over its engine link); `None`
+    /// when it is not running or no engine runs for this project.
+    pub sdk_connected: Option<bool>,
+    /// How many functions its connections serve (with `sdk_connected`).
+    pub functions: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+/// The running engine's SDK connections that came over an engine link: (container worker,
+/// functions served). `None` when no engine answers (the list still works without one).
+fn engine_links(project: &Project) -> Option<Vec<(String, usize)>> {
+    let reply = ask_engine(project, &Request::Connections).ok().flatten()?;
+    let list = reply.connections?;
+    Some(
+        list.as_array()?
+            .iter()
+            .filter_map(|c| {
+                let name = c.get("container")?.as_str()?.to_string();
+                let functions = c.get("functions").and_then(|f| f.as_u64()).unwrap_or(0);
+                Some((name, functions as usize))
+            })
+            .collect(),
+    )
 }
 
 /// Every worker in config.yaml with its state, in file order; an entry that does not
@@ -210,6 +232,7 @@ pub struct ListRow {
 pub fn list(project: &Project) -> Result<Vec<ListRow>> {
     let config = Config::load_lenient(&project.config_path)?;
     let now = state::now_secs();
+    let links = engine_links(project);
     let mut rows = Vec::new();
     for w in &config.workers {
         let st = state::read(&project.worker_dir(&w.name))
@@ -237,6 +260,14 @@ pub fn list(project: &Project) -> Result<Vec<ListRow>> {
                 None
             },
             restarts: st.restarts,
+            sdk_connected: links
+                .as_ref()
+                .filter(|_| running)
+                .map(|l| l.iter().any(|(n, _)| *n == w.name)),
+            functions: links
+                .as_ref()
+                .filter(|_| running)
+                .map(|l| l.iter().filter(|(n, _)| *n == w.name).map(|(_, f)| f).sum()),
             exit_code: st.exit_code,
             error: st.error.clone(),
         });
@@ -258,6 +289,8 @@ pub fn list(project: &Project) -> Result<Vec<ListRow>> {
                 pid: None,
                 uptime_seconds: None,
                 restarts: 0,
+                sdk_connected: None,
+                functions: None,
                 exit_code: None,
                 error: Some(e.error.clone()),
             },
@@ -280,9 +313,17 @@ pub fn human_duration(secs: u64) -> String {
 /// The table `list` prints.
 pub fn format_table(rows: &[ListRow]) -> String {
     let header = [
-        "NAME", "IMAGE", "STATUS", "SANDBOX", "PID", "UPTIME", "RESTARTS",
+        "NAME",
+        "IMAGE",
+        "STATUS",
+        "SANDBOX",
+        "PID",
+        "UPTIME",
+        "RESTARTS",
+        "SDK",
+        "FUNCTIONS",
     ];
-    let cells: Vec<[String; 7]> = rows
+    let cells: Vec<[String; 9]> = rows
         .iter()
         .map(|r| {
             [
@@ -293,6 +334,12 @@ pub fn format_table(rows: &[ListRow]) -> String {
                 r.pid.map_or("-".into(), |p| p.to_string()),
                 r.uptime_seconds.map_or("-".into(), human_duration),
                 r.restarts.to_string(),
+                match r.sdk_connected {
+                    Some(true) => "connected".into(),
+                    Some(false) => "waiting".into(),
+                    None => "-".into(),
+                },
+                r.functions.map_or("-".into(), |n| n.to_string()),
             ]
         })
         .collect();
@@ -338,6 +385,8 @@ mod tests {
                 pid: Some(1234),
                 uptime_seconds: Some(75),
                 restarts: 2,
+                sdk_connected: Some(true),
+                functions: Some(3),
                 exit_code: None,
                 error: None,
             },
@@ -350,6 +399,8 @@ mod tests {
                 pid: None,
                 uptime_seconds: None,
                 restarts: 0,
+                sdk_connected: None,
+                functions: None,
                 exit_code: Some(1),
                 error: None,
             },
@@ -361,12 +412,20 @@ mod tests {
         assert_eq!(&lines[1][col..col + 7], "running");
         assert_eq!(&lines[2][col..col + 8], "exited 1");
         assert!(
-            lines[1].contains(" 1234 ") && lines[1].contains(" 1m ") && lines[1].ends_with('2')
+            lines[1].contains(" 1234 ")
+                && lines[1].contains(" 1m ")
+                && lines[1].contains(" 2 ")
+                && lines[1].contains(" connected ")
+                && lines[1].ends_with('3'),
+            "{t}"
         );
         assert!(lines[2].contains(" - "));
         let json = serde_json::to_value(&rows).unwrap();
         assert_eq!(json[0]["pid"], 1234);
         assert_eq!(json[1]["status"], "exited 1");
+        assert_eq!(json[0]["sdk_connected"], true);
+        assert_eq!(json[0]["functions"], 3);
+        assert!(json[1]["sdk_connected"].is_null());
         assert!(json[1]["pid"].is_null());
     }
 

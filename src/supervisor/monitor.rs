@@ -364,6 +364,7 @@ fn prepare(
             }),
         },
         engine_addr: SocketAddr::from(([127, 0, 0, 1], args.port)),
+        engine_link: Some(project.engine_link()),
     };
     Ok((spec, image, backend::choose(entry.sandbox, &config.vm)))
 }

@@ -88,6 +88,7 @@ pub fn spec(dir: &Path, image: &Path, name: &str, args: &[&str]) -> SandboxSpec 
         resources: Resources::default(),
         network: Network::Isolated,
         engine_addr: "127.0.0.1:49134".parse().unwrap(),
+        engine_link: None,
     }
 }
 

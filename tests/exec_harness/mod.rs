@@ -112,6 +112,7 @@ impl Worker {
             resources: Resources::default(),
             network: Network::Isolated,
             engine_addr: "127.0.0.1:9".parse().unwrap(),
+            engine_link: None,
         };
         // The worker's (and init's) output, kept for a failure message.
         let log = dir.join("worker.log");

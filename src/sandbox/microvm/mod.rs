@@ -231,7 +231,12 @@ pub fn start(spec: &SandboxSpec, stdio: Stdio, opts: &Options) -> Result<VmSandb
         Ok(d) => d,
         Err(e) => return Err(abort(vmm, e)),
     };
-    let host = match serving.serve(format!("iii-vm-{name}"), chan, decoder, spec.engine_addr) {
+    let host = match serving.serve(
+        format!("iii-vm-{name}"),
+        chan,
+        decoder,
+        crate::sandbox::channel::EngineTarget::of(spec),
+    ) {
         Ok(h) => h,
         Err(e) => return Err(abort(vmm, e)),
     };

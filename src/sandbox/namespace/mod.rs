@@ -191,7 +191,7 @@ pub fn start_with(spec: &SandboxSpec, stdio: Stdio, opts: &Options) -> Result<Na
         format!("iii-ns-{name}"),
         host_end,
         decoder,
-        spec.engine_addr,
+        crate::sandbox::channel::EngineTarget::of(spec),
     ) {
         Ok(h) => h,
         Err(e) => return Err(abort(&mut cgroup, err!("worker {name}: {}", e.message()))),
