@@ -2,13 +2,17 @@
 //! `iii-sdk`, installed by scripts/install-sdks.sh) built into an image by
 //! scripts/push-sdk-worker-image.sh, pushed to a real `docker-registry`, `iii worker add`ed and
 //! run by `iii` in a namespace sandbox. Through the sandbox's engine link it registers an HTTP
-//! route and a function: the route answers over `iii-http`, the function over `iii trigger`,
-//! `iii worker exec` sees the sandbox's network, and `remove` takes it away.
+//! route and functions: the route answers over `iii-http`, a function over `iii trigger`,
+//! another makes an outbound HTTP request from the sandbox to a "remote host" (a network
+//! namespace of the test's own), `iii worker exec` sees the sandbox's network, and `remove`
+//! takes it away.
 
 #[path = "common/engine.rs"]
 mod engine;
 #[path = "common/http.rs"]
 mod http;
+#[path = "common/netns.rs"]
+mod netns;
 #[macro_use]
 #[path = "common/skip.rs"]
 mod skip;
@@ -82,6 +86,17 @@ fn a_python_sdk_worker_image_serves_http_and_functions_from_its_sandbox() {
         text(&built.stderr)
     );
 
+    // The "remote host" the worker's outbound request goes to: a network namespace of this
+    // test's own, reachable from the host over a veth pair (never a real outside address).
+    let lab = match netns::Lab::new("sdkc") {
+        Ok(l) => l,
+        Err(why) => {
+            skip!("{why}");
+            return;
+        }
+    };
+    let _remote = lab.remote_spawn(&["python3", "-c", netns::HTTP_SERVER, "9080"], "ready");
+
     let dir = TempDir::new("sdk-container");
     let d = dir.path();
     let http_port = free_port();
@@ -119,13 +134,13 @@ fn a_python_sdk_worker_image_serves_http_and_functions_from_its_sandbox() {
     let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(rows[0]["name"], "greeter", "{rows}");
     assert_eq!(rows[0]["sdk_connected"], true, "{rows}");
-    assert_eq!(rows[0]["functions"], 2, "{rows}");
+    assert_eq!(rows[0]["functions"], 3, "{rows}");
     let table = text(&run(d, &["worker", "list"]).stdout);
     assert!(
         table
             .lines()
             .nth(1)
-            .is_some_and(|l| l.contains(" connected ") && l.ends_with(" 2")),
+            .is_some_and(|l| l.contains(" connected ") && l.ends_with(" 3")),
         "{table}"
     );
 
@@ -146,6 +161,16 @@ fn a_python_sdk_worker_image_serves_http_and_functions_from_its_sandbox() {
     assert!(out.status.success(), "trigger: {}", text(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v, serde_json::json!({"sum": 42}));
+
+    // The same SDK process makes an outbound HTTP request through its sandbox's NIC.
+    let url = format!("url=http://{}:9080/from-the-sandbox", lab.remote_ip);
+    let out = run(d, &["trigger", "greeter::fetch", &url]);
+    assert!(out.status.success(), "fetch: {}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        v,
+        serde_json::json!({"status": 200, "body": "hello from the remote host /from-the-sandbox"})
+    );
 
     // exec runs as the image's user, in the sandbox with its own NIC and resolver.
     let out = run(

@@ -16,19 +16,8 @@ mod tempdir;
 use busybox_sandbox::{busybox_root, can_run, run, section, spec};
 use iii::net::policy::Rule;
 use iii::sandbox::{Egress, Network, WorkerExit};
+use netns::HTTP_SERVER;
 use tempdir::TempDir;
-
-const HTTP_SERVER: &str = r#"
-import http.server, sys
-class H(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        body = ("hello from the remote host " + self.path).encode()
-        self.send_response(200); self.send_header("Content-Length", str(len(body))); self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *a): pass
-s = http.server.ThreadingHTTPServer(("0.0.0.0", int(sys.argv[1])), H)
-print("ready", flush=True); s.serve_forever()
-"#;
 
 fn lab(tag: &str) -> Option<netns::Lab> {
     if !can_run() {

@@ -12,6 +12,21 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+/// A Python HTTP server for `Lab::remote_spawn(&["python3", "-c", HTTP_SERVER, PORT], "ready")`:
+/// every GET answers `hello from the remote host <path>`.
+#[allow(dead_code)]
+pub const HTTP_SERVER: &str = r#"
+import http.server, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = ("hello from the remote host " + self.path).encode()
+        self.send_response(200); self.send_header("Content-Length", str(len(body))); self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a): pass
+s = http.server.ThreadingHTTPServer(("0.0.0.0", int(sys.argv[1])), H)
+print("ready", flush=True); s.serve_forever()
+"#;
+
 /// The /30 a lab named `tag` uses in this test process: (host side, remote side).
 pub fn subnet_for(tag: &str) -> (Ipv4Addr, Ipv4Addr) {
     let mut h: u32 = std::process::id().wrapping_mul(2_654_435_761);
