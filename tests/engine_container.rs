@@ -95,7 +95,7 @@ fn a_python_sdk_worker_image_serves_http_and_functions_from_its_sandbox() {
             return;
         }
     };
-    let _remote = lab.remote_spawn(&["python3", "-c", netns::HTTP_SERVER, "9080"], "ready");
+    let _remote = lab.serve_http(9080);
 
     let dir = TempDir::new("sdk-container");
     let d = dir.path();

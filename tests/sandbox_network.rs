@@ -16,7 +16,6 @@ mod tempdir;
 use busybox_sandbox::{busybox_root, can_run, run, section, spec};
 use iii::net::policy::Rule;
 use iii::sandbox::{Egress, Network, WorkerExit};
-use netns::HTTP_SERVER;
 use tempdir::TempDir;
 
 fn lab(tag: &str) -> Option<netns::Lab> {
@@ -35,7 +34,7 @@ fn lab(tag: &str) -> Option<netns::Lab> {
 #[test]
 fn an_egress_worker_reaches_the_remote_host_and_resolves_names() {
     let Some(lab) = lab("egress") else { return };
-    let _srv = lab.remote_spawn(&["python3", "-c", HTTP_SERVER, "9080"], "ready");
+    let _srv = lab.serve_http(9080);
     let dir = TempDir::new("net-egress");
     let image = busybox_root(&dir.0);
     let remote = lab.remote_ip;
@@ -79,7 +78,7 @@ fn an_egress_worker_reaches_the_remote_host_and_resolves_names() {
 #[test]
 fn a_none_worker_has_no_route_out() {
     let Some(lab) = lab("none") else { return };
-    let _srv = lab.remote_spawn(&["python3", "-c", HTTP_SERVER, "9080"], "ready");
+    let _srv = lab.serve_http(9080);
     let dir = TempDir::new("net-none");
     let image = busybox_root(&dir.0);
     let script = format!(
@@ -96,8 +95,8 @@ fn a_none_worker_has_no_route_out() {
 #[test]
 fn the_allow_list_and_the_host_loopback_rules_hold_in_a_sandbox() {
     let Some(lab) = lab("policy") else { return };
-    let _a = lab.remote_spawn(&["python3", "-c", HTTP_SERVER, "9080"], "ready");
-    let _b = lab.remote_spawn(&["python3", "-c", HTTP_SERVER, "9081"], "ready");
+    let _a = lab.serve_http(9080);
+    let _b = lab.serve_http(9081);
     let engine = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let (ep, op) = (

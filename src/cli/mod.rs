@@ -1,7 +1,7 @@
 //! The command line: argument parsing and dispatch. One file per command; each stays thin and
 //! calls into the module that owns the concept.
 //!
-//! Contract for scripts (SPEC §8): exit 0 success, 1 failure, 2 usage error; machine output on
+//! Contract for scripts: exit 0 success, 1 failure, 2 usage error; machine output on
 //! stdout, human messages on stderr, errors as one `error: …` line.
 
 use std::path::PathBuf;

@@ -1,4 +1,4 @@
-//! Textual editing of `config.yaml` (SPEC §3): `add` and `remove` touch only the lines of one
+//! Textual editing of `config.yaml`: `add` and `remove` touch only the lines of one
 //! entry, so comments, order, quoting and blank lines elsewhere stay byte-for-byte.
 //!
 //! The file is read, edited and re-validated under an exclusive lock on its directory, then

@@ -1,4 +1,4 @@
-//! A worker's `config:` mapping → environment variables (SPEC §3).
+//! A worker's `config:` mapping → environment variables.
 //!
 //! Nested keys are joined with `_` and upper-cased (`database: {host: db}` → `DATABASE_HOST=db`);
 //! strings are taken verbatim after `${VAR}` expansion, numbers and booleans as text, lists as

@@ -1,4 +1,4 @@
-//! `config.yaml`: the declarative list of workers (SPEC §3).
+//! `config.yaml`: the declarative list of workers.
 //!
 //! - [`Config::load`] parses and validates the file (errors carry line and column).
 //! - [`flatten`] turns a worker's `config:` mapping into environment variables, expanding

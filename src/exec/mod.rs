@@ -1,5 +1,5 @@
 //! `iii worker exec` on the host side: the client that streams a command's stdin, stdout and
-//! stderr (or a terminal) through a worker's control socket (SPEC §7).
+//! stderr (or a terminal) through a worker's control socket.
 //!
 //! - [`client`]: the `mio` event loop over stdin, stdout, stderr, the connection and signals.
 //! - [`terminal`]: raw mode restored on every exit path; window sizes.

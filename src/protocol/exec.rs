@@ -1,4 +1,4 @@
-//! What an exec stream carries (SPEC §7): the request that opens it, and the frames that
+//! What an exec stream carries: the request that opens it, and the frames that
 //! follow in each direction.
 //!
 //! Host → init: `Open(ExecRequest)`, then stdin bytes, stdin EOF, signals, window resizes and
@@ -92,7 +92,7 @@ impl From<crate::sys::pid::Status> for ExecStatus {
     }
 }
 
-/// Exit codes of `iii worker exec` itself (SPEC §7, as `docker exec`).
+/// Exit codes of `iii worker exec` itself, the same as `docker exec`'s.
 pub mod code {
     /// iii failed: worker unknown or not running, connection lost.
     pub const III_FAILED: i32 = 125;

@@ -240,20 +240,6 @@ pub struct NetworkConfig {
     pub resolv_conf: String,
     /// Bound over `/etc/hosts`.
     pub hosts: String,
-    /// Configure this interface inside (a VM's NIC); `None` when the host already did (the
-    /// namespace backend sets up its TAP device from outside).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub interface: Option<Interface>,
-}
-
-/// An IPv4 interface to bring up: `name` at `address/prefix`, default route via `gateway`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Interface {
-    pub name: String,
-    pub address: std::net::Ipv4Addr,
-    pub prefix: u8,
-    pub gateway: std::net::Ipv4Addr,
-    pub mtu: u32,
 }
 
 /// The worker process, fully resolved.

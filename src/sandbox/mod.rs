@@ -1,4 +1,4 @@
-//! The sandbox contract both backends keep (SPEC §6), and the backends themselves.
+//! The sandbox contract both backends keep, and the backends themselves.
 //!
 //! A sandbox runs one worker process from an extracted image tree, isolated in its own root
 //! filesystem (read-only image under a persistent per-worker writable layer), process tree,

@@ -1,4 +1,4 @@
-//! Building a worker's process from its image and config entry (SPEC §6), independent of the
+//! Building a worker's process from its image and config entry, independent of the
 //! sandbox backend: docker's Entrypoint + Cmd rule, the environment layering, the engine URL
 //! rewriting, and `User` resolved in the image's own `/etc/passwd` and `/etc/group`.
 

@@ -12,10 +12,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-/// A Python HTTP server for `Lab::remote_spawn(&["python3", "-c", HTTP_SERVER, PORT], "ready")`:
-/// every GET answers `hello from the remote host <path>`.
+/// The remote host's HTTP server ([`Lab::serve_http`]): every GET answers
+/// `hello from the remote host <path>`.
 #[allow(dead_code)]
-pub const HTTP_SERVER: &str = r#"
+const HTTP_SERVER: &str = r#"
 import http.server, sys
 class H(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
@@ -154,6 +154,12 @@ impl Lab {
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
+    /// An HTTP server on `port` of the remote host (see [`HTTP_SERVER`]), ready to answer.
+    #[allow(dead_code)]
+    pub fn serve_http(&self, port: u16) -> Proc {
+        self.remote_spawn(&["python3", "-c", HTTP_SERVER, &port.to_string()], "ready")
     }
 
     /// Start `args` in the remote namespace and wait for it to print `ready`.

@@ -1,5 +1,5 @@
 //! The exec server inside a sandbox: runs one command per exec stream and pumps its stdin,
-//! stdout and stderr (or its pseudo-terminal) with credit-based flow control (SPEC §7).
+//! stdout and stderr (or its pseudo-terminal) with credit-based flow control.
 //!
 //! Each [`ExecSession`] has its own thread with a `mio` loop over the command's pipes (or pty
 //! master) and a waker for frames from the host. Init (or any owner of the byte stream) routes

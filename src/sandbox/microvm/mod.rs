@@ -40,7 +40,7 @@ use crate::sandbox::channel::{self, Channel, ControlHandle, HostEnd};
 use crate::sandbox::{Backend, Sandbox, SandboxSpec, Signaller, Stdio, WorkerExit};
 use crate::{err, Context, Result};
 
-/// Default guest memory (SPEC §6) and the least a Linux guest with iii as init gets.
+/// Default guest memory and the least a Linux guest with iii as init gets.
 pub const DEFAULT_MEMORY_MIB: u64 = 512;
 pub const MIN_GUEST_MEMORY_MIB: u64 = 64;
 /// The writable layer's size (a sparse file: only what the guest writes takes host space)
@@ -121,7 +121,7 @@ pub fn ensure_layer_disk(worker_dir: &Path) -> Result<PathBuf> {
     Ok(disk)
 }
 
-/// vCPUs and MiB of memory for `resources` (SPEC §6: cpus rounded up, default 1 vCPU and
+/// vCPUs and MiB of memory for `resources` (cpus rounded up, default 1 vCPU and
 /// 512 MiB).
 pub fn machine_size(res: &crate::sandbox::Resources) -> (u32, u64) {
     let vcpus = res.cpus.map_or(1, |c| c.ceil().max(1.0) as u32);

@@ -110,7 +110,6 @@ pub fn start_with(spec: &SandboxSpec, stdio: Stdio, opts: &Options) -> Result<Na
             Network::Egress(_) => Some(crate::protocol::NetworkConfig {
                 resolv_conf: crate::net::resolv_conf(),
                 hosts: crate::net::hosts(name),
-                interface: None,
             }),
             Network::Isolated | Network::Host => None,
         },
