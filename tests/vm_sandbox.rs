@@ -611,6 +611,23 @@ fn threads_named(prefix: &str) -> usize {
         .count()
 }
 
+/// The seccomp mode (`Seccomp:` in /proc: 0 none, 2 filter) of every thread of this process
+/// whose name starts with `prefix`.
+fn seccomp_modes(prefix: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .flatten()
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.starts_with(prefix))
+        })
+        .filter_map(|t| {
+            let status = std::fs::read_to_string(t.path().join("status")).ok()?;
+            let line = status.lines().find(|l| l.starts_with("Seccomp:"))?;
+            line.split_whitespace().nth(1)?.parse().ok()
+        })
+        .collect()
+}
+
 #[test]
 fn stand_in_guest_speaks_the_hosts_encoding() {
     // The C guest hard-codes these: keep them equal to what the host decodes.
@@ -640,6 +657,19 @@ fn vm_sandbox_start_signal_wait_over_the_console() {
     let (mut sb, reader) = start_protocol_sandbox(dir.path(), "vp1", &["/bin/worker"]);
     assert_eq!(sb.backend(), Backend::Vm);
     assert_eq!(sb.pid(), std::process::id());
+    // The threads that read guest data run under their seccomp filters; the rest of the
+    // process does not (other tests' VMs in this process count too: theirs are confined).
+    for prefix in ["vcpu", "vm-console"] {
+        let modes = seccomp_modes(prefix);
+        assert!(!modes.is_empty(), "no {prefix} thread while the VM runs");
+        assert!(modes.iter().all(|m| *m == 2), "{prefix} threads: {modes:?}");
+    }
+    assert!(seccomp_modes("vm-spawner").iter().all(|m| *m == 0));
+    let me = std::fs::read_to_string("/proc/thread-self/status").unwrap();
+    assert!(
+        me.lines().any(|l| l == "Seccomp:\t0"),
+        "the test thread got a filter"
+    );
     // The monitor's stop path: a signaller used from another thread.
     let signaller = sb.signaller();
     std::thread::spawn(move || signaller(libc::SIGTERM).unwrap())
@@ -745,6 +775,35 @@ fn cli_start_logs_stop_of_a_vm_worker_with_the_stand_in_guest() {
     // stop reaches the guest as a protocol Signal (the VMM runs inside the monitor, so a
     // kill of the sandbox PID would hit the monitor itself).
     let monitor = p.monitor_pid().unwrap();
+    // Once its VM runs, the monitor holds no capability in any of its threads (this test's
+    // project belongs to the user running it), and the VMM's threads are confined.
+    let mut confined = 0;
+    for task in std::fs::read_dir(format!("/proc/{monitor}/task"))
+        .unwrap()
+        .flatten()
+    {
+        let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+        let field = |k: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(k))
+                .map(|v| v.trim().to_string())
+                .unwrap_or_default()
+        };
+        for set in ["CapInh:", "CapPrm:", "CapEff:", "CapBnd:", "CapAmb:"] {
+            assert_eq!(field(set), "0000000000000000", "{set} of {:?}", task.path());
+        }
+        assert_eq!(field("NoNewPrivs:"), "1");
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if comm.starts_with("vcpu") || comm.starts_with("vm-console") {
+            assert_eq!(field("Seccomp:"), "2", "{comm}");
+            confined += 1;
+        }
+    }
+    assert!(
+        confined >= 2,
+        "the monitor runs a vCPU and a console thread"
+    );
     let out = p.iii(&["worker", "stop", "-t", "5", "w"], &env);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(!stderr(&out).contains("killed"), "{}", stderr(&out));

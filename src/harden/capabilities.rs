@@ -1,4 +1,5 @@
-//! The worker's capabilities: docker's default set, minus `CAP_MKNOD`.
+//! The worker's capabilities: docker's default set, minus `CAP_MKNOD`; and [`drop_process`],
+//! which a VM worker's monitor uses to give up its own once the VM is built.
 //!
 //! Docker can keep `CAP_MKNOD` because its device cgroup stops a container from opening the
 //! nodes it makes; we have no device cgroup, so a worker able to `mknod` a block device could
@@ -86,6 +87,24 @@ const CAP_VERSION_3: u32 = 0x2008_0522;
 /// Async-signal-safe.
 pub fn limit_current() -> io::Result<()> {
     let keep = keep_mask();
+    let (mut hdr, mut data) = capget()?;
+    for (i, d) in data.iter_mut().enumerate() {
+        let k = (keep >> (32 * i)) as u32;
+        d.effective &= k;
+        d.permitted &= k;
+        d.inheritable = 0;
+    }
+    // SAFETY: capset reads the header and two-element array.
+    if unsafe { libc::syscall(libc::SYS_capset, &mut hdr as *mut CapHeader, data.as_ptr()) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `CAP_DAC_OVERRIDE`, as a bit of a capability mask.
+pub const DAC_OVERRIDE: u64 = 1 << 1;
+
+fn capget() -> io::Result<(CapHeader, [CapData; 2])> {
     let mut hdr = CapHeader {
         version: CAP_VERSION_3,
         pid: 0,
@@ -106,15 +125,60 @@ pub fn limit_current() -> io::Result<()> {
     {
         return Err(io::Error::last_os_error());
     }
-    for (i, d) in data.iter_mut().enumerate() {
-        let k = (keep >> (32 * i)) as u32;
-        d.effective &= k;
-        d.permitted &= k;
-        d.inheritable = 0;
+    Ok((hdr, data))
+}
+
+/// Reduce this process to the capabilities in `keep` for good: effective and permitted sets
+/// cut to `keep`, the inheritable and ambient sets emptied, every other capability dropped
+/// from the bounding set, and no_new_privs set (so no exec could regain one).
+///
+/// Capabilities belong to threads, so this refuses (with an error, changing nothing) unless
+/// the calling thread is the process's only one: threads created afterwards inherit the
+/// reduced sets.
+pub fn drop_process(keep: u64) -> io::Result<()> {
+    let threads = std::fs::read_dir("/proc/self/task")?.count();
+    if threads != 1 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("the process has {threads} threads; capabilities are per thread"),
+        ));
     }
-    // SAFETY: capset reads the header and two-element array.
-    if unsafe { libc::syscall(libc::SYS_capset, &mut hdr as *mut CapHeader, data.as_ptr()) } < 0 {
-        return Err(io::Error::last_os_error());
+    let (mut hdr, mut data) = capget()?;
+    let held = u64::from(data[0].permitted) | u64::from(data[1].permitted) << 32;
+    if held != 0 {
+        for cap in 0..=last_cap().min(63) {
+            if keep & (1 << cap) != 0 {
+                continue;
+            }
+            // SAFETY: prctl with integer arguments.
+            if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) } < 0 {
+                let e = io::Error::last_os_error();
+                if e.raw_os_error() != Some(libc::EINVAL) {
+                    return Err(e);
+                }
+            }
+        }
+        // SAFETY: prctl with integer arguments.
+        unsafe {
+            libc::prctl(
+                libc::PR_CAP_AMBIENT,
+                libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+                0,
+                0,
+                0,
+            )
+        };
+        for (i, d) in data.iter_mut().enumerate() {
+            let k = (keep >> (32 * i)) as u32;
+            d.effective &= k;
+            d.permitted &= k;
+            d.inheritable = 0;
+        }
+        // SAFETY: capset reads the header and two-element array.
+        if unsafe { libc::syscall(libc::SYS_capset, &mut hdr as *mut CapHeader, data.as_ptr()) } < 0
+        {
+            return Err(io::Error::last_os_error());
+        }
     }
-    Ok(())
+    super::seccomp::set_no_new_privs()
 }

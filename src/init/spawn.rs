@@ -317,8 +317,8 @@ unsafe fn child(p: &Plan<'_>) -> ! {
             fail(Step::Chdir, last_errno());
         }
         if let Some(h) = p.hardening {
-            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
-                fail(Step::Harden, last_errno());
+            if let Some(e) = errno_of(seccomp::set_no_new_privs()) {
+                fail(Step::Harden, e);
             }
             if let Some(e) = errno_of(seccomp::install(&h.seccomp)) {
                 fail(Step::Harden, e);

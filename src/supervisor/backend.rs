@@ -124,6 +124,8 @@ pub fn start(choice: &Choice, spec: &SandboxSpec, stdio: Stdio) -> Result<Box<dy
                 .map_err(|e| crate::err!("sandbox: vm: {}", e.message()))?;
             let mut opts = crate::sandbox::microvm::Options::new(kernel);
             opts.kvm_device = device;
+            // Only the monitor starts sandboxes through here, and it is a process of its own.
+            opts.drop_capabilities = true;
             // The guest's /init must be a static iii; a dynamically linked build (a debug
             // build on glibc) can name a static one here.
             opts.init_exe = std::env::var_os("III_VM_INIT")

@@ -62,6 +62,10 @@ pub struct Options {
     pub init_exe: Option<PathBuf>,
     /// The KVM device (normally `/dev/kvm`).
     pub kvm_device: PathBuf,
+    /// Give up this process's capabilities once the VM is built (its disks, memory and KVM
+    /// descriptors are all it needs from then on). For a worker's monitor, which is a process
+    /// of its own with one thread at that point; never for a process hosting other work.
+    pub drop_capabilities: bool,
 }
 
 impl Options {
@@ -70,6 +74,7 @@ impl Options {
             kernel,
             init_exe: None,
             kvm_device: PathBuf::from("/dev/kvm"),
+            drop_capabilities: false,
         }
     }
 }
@@ -119,6 +124,24 @@ pub fn ensure_layer_disk(worker_dir: &Path) -> Result<PathBuf> {
         r.with_context(|| format!("creating the writable layer {}", disk.display()))?;
     }
     Ok(disk)
+}
+
+/// What a VM worker's monitor keeps once its VM is built: nothing, unless it runs as root in a
+/// worker directory someone else owns (`sudo iii` in a user's project), where writing the
+/// worker's state still needs `CAP_DAC_OVERRIDE`.
+fn drop_capabilities(worker_dir: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let owner = fs::metadata(worker_dir)
+        .with_context(|| format!("reading {}", worker_dir.display()))?
+        .uid();
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    let keep = if owner == euid {
+        0
+    } else {
+        crate::harden::capabilities::DAC_OVERRIDE
+    };
+    crate::harden::capabilities::drop_process(keep).map_err(|e| err!("{e}"))
 }
 
 /// vCPUs and MiB of memory for `resources` (cpus rounded up, default 1 vCPU and
@@ -191,6 +214,10 @@ pub fn start(spec: &SandboxSpec, stdio: Stdio, opts: &Options) -> Result<VmSandb
         },
     ];
     let mut vm = Vm::build(cfg).map_err(wrap)?;
+    if opts.drop_capabilities {
+        drop_capabilities(&spec.worker_dir)
+            .with_context(|| format!("worker {name}: dropping the monitor's capabilities"))?;
+    }
     let chan = vm
         .take_control_stream()
         .ok_or_else(|| err!("worker {name}: the VM has no control channel"))?;

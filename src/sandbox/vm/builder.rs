@@ -13,6 +13,7 @@ use super::devices::{Bus, VIRTIO_IRQ_BASE, VIRTIO_MMIO_BASE, VIRTIO_MMIO_SIZE};
 use super::kvm::bindings::*;
 use super::kvm::{EventFd, Kvm, VmFd};
 use super::memory::GuestMemory;
+use super::spawner::{self, Spawner};
 use super::vcpu::RunState;
 use super::{Vm, VmConfig, MAX_DISKS, MIN_MEMORY_MIB};
 use crate::{err, Result};
@@ -107,11 +108,12 @@ pub fn build(cfg: VmConfig) -> Result<Vm> {
         devices.push(Box::new(Block::open(&d.path, d.read_only)?));
     }
     let mut cmdline = cfg.cmdline.clone();
+    let (spawner, spawn_queue) = spawner::channel();
     let mut transports = Vec::new();
     for (i, device) in devices.into_iter().enumerate() {
         let base = VIRTIO_MMIO_BASE + i as u64 * VIRTIO_MMIO_SIZE;
         let irq = VIRTIO_IRQ_BASE + i as u32;
-        let transport = wire_virtio(&vm_fd, device, &mem, base, irq)?;
+        let transport = wire_virtio(&vm_fd, device, &mem, base, irq, &spawner)?;
         transports.push((base, transport));
         // How Linux finds virtio-mmio devices without ACPI or a device tree.
         cmdline.push_str(&format!(" virtio_mmio.device=4K@{base:#x}:{irq}"));
@@ -152,6 +154,7 @@ pub fn build(cfg: VmConfig) -> Result<Vm> {
         mem,
         control,
         state: Arc::new(RunState::new()),
+        spawn_queue: Some(spawn_queue),
         progress,
         boot,
     })
@@ -165,6 +168,7 @@ fn wire_virtio(
     mem: &Arc<GuestMemory>,
     base: u64,
     irq: u32,
+    spawner: &Spawner,
 ) -> Result<MmioTransport> {
     let mut queue_evts = Vec::new();
     for q in 0..device.queue_max_sizes().len() {
@@ -179,5 +183,6 @@ fn wire_virtio(
         mem.clone(),
         queue_evts,
         Arc::new(irqfd),
+        spawner.clone(),
     ))
 }

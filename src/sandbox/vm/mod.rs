@@ -6,8 +6,9 @@
 //! ioctls; [`memory`] maps guest RAM; [`boot`] loads ELF/PVH/bzImage kernels and sets the entry
 //! CPU state; [`devices`] holds the serial port, the exit/progress ports and the virtio-mmio
 //! transport with its devices (console for a byte stream to the guest, block for disks);
-//! [`builder`] assembles a [`Vm`]; [`vcpu`] runs one thread per vCPU; [`sys`] holds the few
-//! other system calls it makes.
+//! [`builder`] assembles a [`Vm`]; [`vcpu`] runs one thread per vCPU; [`spawner`] creates the
+//! device threads; [`seccomp`] confines every vCPU and device thread to the system calls its
+//! job needs; [`sys`] holds the few other system calls it makes.
 //!
 //! ```no_run
 //! # use iii::sandbox::vm::{Vm, VmConfig};
@@ -24,6 +25,8 @@ pub mod builder;
 pub mod devices;
 pub mod kvm;
 pub mod memory;
+pub mod seccomp;
+pub mod spawner;
 pub mod sys;
 pub mod vcpu;
 
@@ -134,6 +137,8 @@ pub struct Vm {
     mem: Arc<GuestMemory>,
     control: Option<UnixStream>,
     state: Arc<RunState>,
+    /// Device activations (on vCPU threads) queue here; served while the VM runs.
+    spawn_queue: Option<spawner::SpawnerQueue>,
     progress: ProgressLog,
     boot: BootSetup,
 }
@@ -168,9 +173,14 @@ impl Vm {
     }
 
     /// Run until the guest exits, resets or crashes, or a [`StopHandle`] stops it. Every vCPU
-    /// and device thread is joined before this returns.
+    /// and device thread is joined before this returns. vCPU and device threads run confined
+    /// ([`seccomp`]); the calling thread does not.
     pub fn run(mut self) -> Result<VmExit> {
         sys::install_kick_handler();
+        let spawner = match self.spawn_queue.take() {
+            Some(q) => q.serve()?,
+            None => return Err(err!("vm: run twice")),
+        };
         let mut threads = Vec::new();
         let runnable_aps = self.boot.aps == boot::ApStart::SameEntry;
         for vcpu in self.vcpus.drain(..) {
@@ -196,6 +206,7 @@ impl Vm {
             let _ = t.join();
         }
         self.bus.shutdown();
+        drop(spawner);
         outcome
     }
 }

@@ -7,6 +7,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use super::devices::{Bus, BusEvent};
 use super::kvm::bindings::KVM_MP_STATE_RUNNABLE;
 use super::kvm::{VcpuExit, VcpuFd, VcpuKicker};
+use super::seccomp::{self, Role};
 use super::sys;
 use super::VmExit;
 use crate::{err, Result};
@@ -99,6 +100,9 @@ pub fn run_vcpu(
     let id = vcpu.id();
     // A panic must still end the VM: the owner waits for an outcome, not for threads.
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        // Before the first exit: from here on the thread handles guest-controlled data.
+        seccomp::confine(Role::Vcpu)
+            .map_err(|e| err!("vCPU {id}: installing its seccomp filter: {e}"))?;
         if start_runnable {
             vcpu.set_mp_state(KVM_MP_STATE_RUNNABLE)?;
         }

@@ -7,6 +7,7 @@ use super::queue::Queue;
 use super::{Activation, Interrupt, VirtioDevice, VIRTIO_F_VERSION_1};
 use crate::sandbox::vm::kvm::EventFd;
 use crate::sandbox::vm::memory::GuestMemory;
+use crate::sandbox::vm::spawner::Spawner;
 
 pub const MAGIC: u32 = 0x7472_6976; // "virt"
 const VENDOR_ID: u32 = 0x0049_4949; // "III"
@@ -49,6 +50,7 @@ pub struct MmioTransport {
     queues: Vec<Queue>,
     queue_evts: Vec<Arc<EventFd>>,
     interrupt: Interrupt,
+    spawner: Spawner,
     queue_sel: u32,
     device_features_sel: u32,
     driver_features_sel: u32,
@@ -65,6 +67,7 @@ impl MmioTransport {
         mem: Arc<GuestMemory>,
         queue_evts: Vec<Arc<EventFd>>,
         irqfd: Arc<EventFd>,
+        spawner: Spawner,
     ) -> MmioTransport {
         let queues = device
             .queue_max_sizes()
@@ -77,6 +80,7 @@ impl MmioTransport {
             queues,
             queue_evts,
             interrupt: Interrupt::new(irqfd),
+            spawner,
             queue_sel: 0,
             device_features_sel: 0,
             driver_features_sel: 0,
@@ -232,6 +236,7 @@ impl MmioTransport {
                 queues: self.queues.clone(),
                 queue_evts: self.queue_evts.clone(),
                 interrupt: self.interrupt.clone(),
+                spawner: self.spawner.clone(),
             };
             if ok && self.device.activate(activation).is_ok() {
                 self.activated = true;

@@ -16,6 +16,8 @@ use std::sync::Arc;
 
 use crate::sandbox::vm::kvm::EventFd;
 use crate::sandbox::vm::memory::GuestMemory;
+use crate::sandbox::vm::seccomp::{self, Role};
+use crate::sandbox::vm::spawner::Spawner;
 use crate::Result;
 use queue::Queue;
 
@@ -79,12 +81,13 @@ impl Interrupt {
 }
 
 /// What an activated device gets: memory, its queues as the driver set them up, the eventfd
-/// KVM signals for each queue's notify, and its interrupt.
+/// KVM signals for each queue's notify, its interrupt, and where its thread is born.
 pub struct Activation {
     pub mem: Arc<GuestMemory>,
     pub queues: Vec<Queue>,
     pub queue_evts: Vec<Arc<EventFd>>,
     pub interrupt: Interrupt,
+    pub spawner: Spawner,
 }
 
 /// A virtio device behind a transport.
@@ -121,25 +124,29 @@ pub struct DeviceWorker {
 }
 
 impl DeviceWorker {
-    /// Serve an activated device: run `body(act, stop)` on a new thread named `name`. `body`
-    /// must return soon after `stop` becomes readable; if it fails (bad driver input, a host
-    /// I/O error), the device is marked as needing a reset instead of taking the VMM down.
+    /// Serve an activated device: run `body(act, stop)` on a new thread named `name`, confined
+    /// to `role` before it reads anything the guest wrote. `body` must return soon after
+    /// `stop` becomes readable; if it fails (bad driver input, a host I/O error) or the thread
+    /// cannot be confined, the device is marked as needing a reset instead of taking the VMM
+    /// down.
+    ///
+    /// Runs on the vCPU thread whose register write started the device: the thread itself
+    /// comes from the VM's spawner, the stop eventfd is made here.
     pub fn spawn(
         name: &str,
+        role: Role,
         act: Activation,
         body: impl FnOnce(Activation, &EventFd) -> Result<()> + Send + 'static,
     ) -> Result<DeviceWorker> {
         let stop = Arc::new(EventFd::new()?);
         let s = stop.clone();
-        let handle = std::thread::Builder::new()
-            .name(name.to_string())
-            .spawn(move || {
-                let interrupt = act.interrupt.clone();
-                if body(act, &s).is_err() {
-                    interrupt.device_failed();
-                }
-            })
-            .map_err(|e| crate::err!("spawning {name} thread: {e}"))?;
+        let spawner = act.spawner.clone();
+        let handle = spawner.spawn(name, move || {
+            let interrupt = act.interrupt.clone();
+            if seccomp::confine(role).is_err() || body(act, &s).is_err() {
+                interrupt.device_failed();
+            }
+        })?;
         Ok(DeviceWorker {
             stop,
             handle: Some(handle),

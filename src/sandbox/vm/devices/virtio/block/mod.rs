@@ -11,6 +11,7 @@ use super::queue::DescChain;
 use super::{read_config_bytes, Activation, DeviceWorker, VirtioDevice, COPY_CHUNK, TYPE_BLOCK};
 use crate::sandbox::vm::kvm::EventFd;
 use crate::sandbox::vm::memory::GuestMemory;
+use crate::sandbox::vm::seccomp::Role;
 use crate::sandbox::vm::sys::poll_readable;
 use crate::{err, Context, Result};
 
@@ -89,9 +90,12 @@ impl VirtioDevice for Block {
             read_only: self.read_only,
             id: self.id.clone(),
         };
-        self.worker = Some(DeviceWorker::spawn("vm-block", act, move |act, stop| {
-            serve(act, disk, stop)
-        })?);
+        self.worker = Some(DeviceWorker::spawn(
+            "vm-block",
+            Role::BlockDevice,
+            act,
+            move |act, stop| serve(act, disk, stop),
+        )?);
         Ok(())
     }
 
@@ -113,6 +117,7 @@ fn serve(act: Activation, disk: Disk, stop: &EventFd) -> Result<()> {
         mut queues,
         queue_evts,
         interrupt,
+        ..
     } = act;
     loop {
         let ready = poll_readable(&[stop.as_raw_fd(), queue_evts[0].as_raw_fd()], -1)

@@ -8,6 +8,7 @@ use std::os::unix::net::UnixStream;
 
 use super::{read_config_bytes, Activation, DeviceWorker, VirtioDevice, COPY_CHUNK, TYPE_CONSOLE};
 use crate::sandbox::vm::kvm::EventFd;
+use crate::sandbox::vm::seccomp::Role;
 use crate::sandbox::vm::sys::{poll_readable, wait_writable};
 use crate::{Context, Result};
 
@@ -59,9 +60,12 @@ impl VirtioDevice for Console {
         stream
             .set_nonblocking(true)
             .context("setting the console stream non-blocking")?;
-        self.worker = Some(DeviceWorker::spawn("vm-console", act, move |act, stop| {
-            serve(act, stream, stop)
-        })?);
+        self.worker = Some(DeviceWorker::spawn(
+            "vm-console",
+            Role::ConsoleDevice,
+            act,
+            move |act, stop| serve(act, stream, stop),
+        )?);
         Ok(())
     }
 
@@ -98,6 +102,7 @@ fn serve(act: Activation, mut stream: UnixStream, stop: &EventFd) -> Result<()> 
         mut queues,
         queue_evts,
         interrupt,
+        ..
     } = act;
     let mut pending: Vec<u8> = Vec::new();
     let mut host_eof = false;
