@@ -9,6 +9,8 @@ scripts/install-deps.sh
 scripts/install-sdks.sh  # the published iii SDKs the engine_sdk_* tests run workers with
 cargo fmt --check
 cargo clippy --all-targets -- -D warnings
+# The module docs are the map of the code: a stale link or broken markup fails the build.
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet
 # Two cores here: two test threads keep namespace/VM tests from starving each other.
 skipped=target/tmp/skipped.txt
 rm -f "$skipped"

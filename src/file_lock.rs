@@ -1,7 +1,7 @@
 //! Advisory whole-file locks (`flock(2)`, through std's `File::lock`) that die with their
 //! holder: the kernel releases them when the process ends, even by `kill -9`, so iii never
-//! finds a stale lock. They guard one engine per project, one monitor per worker and one
-//! install per image in the store.
+//! finds a stale lock. They guard one engine per project, one monitor per worker, one
+//! install per image in the store, and each edit of a project's config.yaml.
 
 use std::fs::File;
 use std::io::{Read, Seek, Write};
@@ -25,6 +25,20 @@ impl FileLock {
                 Ok(()) => return Ok(FileLock { file }),
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(err!("locking {}: {e}", path.display())),
+            }
+        }
+    }
+
+    /// Block until the lock on the directory `dir` itself is ours: for guarding a file in a
+    /// directory iii does not own (config.yaml in the user's project) without adding a lock
+    /// file beside it.
+    pub fn acquire_dir(dir: &Path) -> Result<FileLock> {
+        let file = File::open(dir).with_context(|| format!("opening {}", dir.display()))?;
+        loop {
+            match file.lock() {
+                Ok(()) => return Ok(FileLock { file }),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(err!("locking {}: {e}", dir.display())),
             }
         }
     }

@@ -1,10 +1,11 @@
-//! The `iii` binary: the engine (no subcommand) and the `iii worker …` CLI.
+//! The `iii` binary: the engine (no subcommand) and the `iii worker …` CLI — and, re-executed
+//! with a hidden first argument, the two internal roles, dispatched here before any
+//! command-line parsing: iii's init (PID 1 inside a sandbox; also `/init` of a `vm` guest)
+//! and a worker's monitor (the process that owns one sandbox). Neither is in `--help`.
 
 fn main() {
-    // Inside a sandbox this same binary runs as PID 1 (iii's init), chosen by a hidden first
-    // argument, before any command-line parsing.
-    if let Some(code) = iii::init::entry() {
-        std::process::exit(code);
-    }
-    std::process::exit(iii::cli::main());
+    let code = iii::init::entry()
+        .or_else(iii::supervisor::monitor::entry)
+        .unwrap_or_else(iii::cli::main);
+    std::process::exit(code);
 }

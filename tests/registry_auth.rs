@@ -14,7 +14,8 @@ mod support;
 
 use std::sync::Mutex;
 
-use iii::oci::registry::auth::base64_encode;
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
 use iii::oci::{pull, NoProgress, Store};
 use support::image::*;
 use support::registry::{Auth, Registry};
@@ -116,7 +117,7 @@ fn basic_auth_from_env_and_docker_config() {
     let cfg = format!(
         r#"{{"auths":{{"{}":{{"auth":"{}"}}}}}}"#,
         reg.host,
-        base64_encode(b"alice:s3cret")
+        STANDARD.encode(b"alice:s3cret")
     );
     std::fs::write(docker.path().join("config.json"), cfg).unwrap();
     let home2 = TempDir::new("home");

@@ -304,7 +304,7 @@ fn worker_runs_as_the_image_user() {
     let dir = TempDir::new("user");
     let image = busybox_root(&dir.0);
     let mut s = spec(&dir.0, &image, "user", &["id"]);
-    s.process.user = namespace::user::resolve(&image, "app").unwrap();
+    s.process.user = iii::supervisor::spec::resolve_user(&image, "busybox", Some("app")).unwrap();
     let (exit, out, err) = run(&s);
     assert_eq!(exit, WorkerExit::Code(0), "{err}");
     assert_eq!(

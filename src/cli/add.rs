@@ -2,14 +2,12 @@
 
 use std::path::Path;
 
-use argh::FromArgs;
-use serde_yaml::Value;
-
 use super::Ctx;
-use crate::config::{edit, quantity, validate_name, Config, WorkerEntry};
+use crate::config::{edit, image, validate_name, Config};
 use crate::oci::reference::Reference;
-use crate::oci::store::{InstalledImage, Store};
+use crate::oci::store::Store;
 use crate::{err, project, Error, Result};
+use argh::FromArgs;
 
 #[derive(FromArgs, Debug)]
 /// Pull an OCI image and add it to config.yaml as a worker. Prints the worker name on stdout.
@@ -25,9 +23,6 @@ pub struct Args {
     #[argh(switch)]
     pub force: bool,
 }
-
-/// Image `ENV` names that describe the image's own environment, not the worker's settings.
-const SYSTEM_ENV: [&str; 5] = ["PATH", "HOME", "HOSTNAME", "LANG", "TERM"];
 
 pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     let reference = Reference::parse(&args.reference)?;
@@ -52,11 +47,11 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
     let store = Store::open(&project::store_home()?)?;
     let mut progress = crate::oci::progress::for_stderr();
     let image = crate::oci::pull(&args.reference, &store, progress.as_mut())?;
-    let resources = image_resources(&image)?;
+    let resources = image::resources(&image)?;
 
     edit::update_file(config_path, |text, current| {
         let existing = current.worker(&name);
-        let entry = new_entry(&name, &args.reference, &image, resources, existing);
+        let entry = image::entry(&name, &args.reference, &image, resources, existing);
         let text = match existing {
             None => edit::add_entry(text, &entry)?,
             Some(_) if args.force => edit::replace_entry(text, current, &name, &entry)?,
@@ -75,102 +70,4 @@ fn name_taken(name: &str, config_path: &Path) -> Error {
         "a worker named {name:?} is already in {}; use --force to replace it or --name to pick another",
         config_path.display()
     )
-}
-
-/// The entry to write. With `--force` over an existing entry, the user's own `config:` values,
-/// resources and sandbox/network choices win; the image only contributes keys that are new.
-fn new_entry(
-    name: &str,
-    reference: &str,
-    image: &InstalledImage,
-    image_resources: (Option<f64>, Option<u64>),
-    existing: Option<&WorkerEntry>,
-) -> edit::NewEntry {
-    let mut config: Vec<(String, Value)> = Vec::new();
-    if let Some(old) = existing {
-        for (k, v) in &old.config {
-            if let Some(k) = k.as_str() {
-                config.push((k.to_string(), v.clone()));
-            }
-        }
-    }
-    for (k, v) in image_env(image) {
-        if !config.iter().any(|(ok, _)| *ok == k) {
-            config.push((k, Value::String(v)));
-        }
-    }
-    let (mut cpus, mut memory) = image_resources;
-    if let Some(old) = existing {
-        cpus = old.resources.cpus.or(cpus);
-        memory = old.resources.memory.or(memory);
-    }
-    edit::NewEntry {
-        name: name.to_string(),
-        image: reference.to_string(),
-        config,
-        cpus,
-        memory,
-        sandbox: existing.map(|o| o.sandbox),
-        network: existing.map(|o| o.network.clone()),
-    }
-}
-
-/// The image's `ENV` as (name, value), minus the system variables.
-fn image_env(image: &InstalledImage) -> Vec<(String, String)> {
-    image
-        .config
-        .env
-        .iter()
-        .filter_map(|kv| {
-            let (k, v) = kv.split_once('=').unwrap_or((kv.as_str(), ""));
-            (!k.is_empty() && !SYSTEM_ENV.contains(&k)).then(|| (k.to_string(), v.to_string()))
-        })
-        .collect()
-}
-
-/// `resources: {cpus, memory}` from the image's `/iii/worker.yaml`, when it has them.
-fn image_resources(image: &InstalledImage) -> Result<(Option<f64>, Option<u64>)> {
-    #[derive(serde::Deserialize)]
-    struct Manifest {
-        #[serde(default)]
-        resources: Option<Res>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Res {
-        #[serde(default)]
-        cpus: Option<f64>,
-        #[serde(default)]
-        memory: Option<Value>,
-    }
-    // The tree is the image's, so refuse symlinks: `/iii` → `/etc` must not make iii read
-    // host files.
-    let dir = image.rootfs.join("iii");
-    let file = dir.join("worker.yaml");
-    let is_real = |p: &Path, want_dir: bool| {
-        std::fs::symlink_metadata(p).is_ok_and(|m| {
-            if want_dir {
-                m.is_dir()
-            } else {
-                m.is_file() && m.len() <= 64 * 1024
-            }
-        })
-    };
-    if !is_real(&dir, true) || !is_real(&file, false) {
-        return Ok((None, None));
-    }
-    let text = std::fs::read_to_string(&file)
-        .map_err(|e| err!("reading /iii/worker.yaml of the image: {e}"))?;
-    let m: Manifest = serde_yaml::from_str(&text)
-        .map_err(|e| err!("the image's /iii/worker.yaml is malformed: {e}"))?;
-    let Some(r) = m.resources else {
-        return Ok((None, None));
-    };
-    let memory = match r.memory {
-        None | Some(Value::Null) => None,
-        Some(v) => Some(
-            quantity::parse_bytes_value(&v)
-                .map_err(|e| err!("the image's /iii/worker.yaml: resources.memory: {e}"))?,
-        ),
-    };
-    Ok((r.cpus.filter(|c| *c > 0.0 && c.is_finite()), memory))
 }

@@ -74,11 +74,6 @@ pub struct Ctx {
 /// Parse `std::env::args`, run the command, print any error, and return the exit code.
 pub fn main() -> i32 {
     let args: Vec<String> = std::env::args().collect();
-    // The worker monitor is this binary re-executed with a hidden first argument; it is
-    // internal (not in --help), so it is dispatched before argh sees the command line.
-    if args.get(1).map(String::as_str) == Some(crate::supervisor::monitor::ARG) {
-        return crate::supervisor::monitor::main(&args[2..]);
-    }
     let name = args.first().map(String::as_str).unwrap_or("iii");
     let name = std::path::Path::new(name)
         .file_name()

@@ -38,9 +38,7 @@ pub fn update_file<T>(
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    let lock = File::open(dir).with_context(|| format!("opening {}", dir.display()))?;
-    lock.lock()
-        .with_context(|| format!("locking {}", dir.display()))?;
+    let _lock = crate::file_lock::FileLock::acquire_dir(dir)?;
 
     let (text, mode) = match fs::read(path) {
         Ok(bytes) => {

@@ -14,6 +14,7 @@ use crate::{err, Result};
 
 pub mod edit;
 pub mod flatten;
+pub mod image;
 pub mod invalid;
 pub mod quantity;
 

@@ -7,7 +7,7 @@
 //! - A connection that has not finished its upgrade within the handshake timeout is closed.
 //! - Messages up to [`MAX_MESSAGE`] are accepted (fragmented or not); a bigger one closes the
 //!   connection with 1009 (message too big) before it is buffered.
-//! - Each connection reads at most [`READ_BUDGET`] messages per turn so one busy worker cannot
+//! - Each connection reads at most `READ_BUDGET` messages per turn so one busy worker cannot
 //!   starve the others; writes are batched and flushed once per turn.
 //! - Built-in workers connect through [`Handle::connect`] and speak the same [`Message`]s over
 //!   channels ([`Link`]).

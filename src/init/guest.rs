@@ -1,5 +1,5 @@
 //! Init's bring-up as PID 1 of a `vm` guest, before the init loop shared with the `namespace`
-//! backend ([`super::run_on`]) takes over.
+//! backend (`super::run_on`) takes over.
 //!
 //! The kernel starts iii as `/init` from the initramfs the host built
 //! (`sandbox::microvm::initramfs`). Bring-up then:

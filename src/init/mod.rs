@@ -5,7 +5,7 @@
 //! `namespace`: overlay root, pivot_root, /proc, /dev, hostname, loopback), starts the worker,
 //! then serves until the worker exits: it reaps every zombie in the sandbox, forwards signals
 //! it receives (SIGTERM, SIGINT, …) to the worker, carries engine-link connections
-//! (127.0.0.1:<engine port> inside → the host engine) over the channel, serves `iii worker
+//! (`127.0.0.1:<engine port>` inside → the host engine) over the channel, serves `iii worker
 //! exec` (streams on the channel, or in `namespace` sandboxes the client's own connection,
 //! handed over on the exec door, fd 4: see `sandbox::namespace::door`), and finally reports
 //! the worker's exit status and exits with it. EOF on the channel means the host side died:

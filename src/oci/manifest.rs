@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use super::digest::Digest;
+use super::unpack::compress::Compression;
 use crate::{err, Context, Result};
 
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -125,6 +126,18 @@ impl Manifest {
         let layers = raw.layers.context("image manifest has no `layers`")?;
         if layers.is_empty() {
             return Err(err!("image manifest has no layers"));
+        }
+        // An artifact (a Helm chart, a signature, an SBOM) is not a root filesystem: say so
+        // before downloading it rather than failing on its bytes. A descriptor without a
+        // media type is left to the content sniffing of the unpacker.
+        for (i, l) in layers.iter().enumerate() {
+            if !l.media_type.is_empty() && Compression::from_media_type(&l.media_type).is_none() {
+                return Err(err!(
+                    "layer {} has media type {:?}, which is not an image layer (is this an artifact rather than a container image?)",
+                    i + 1,
+                    l.media_type
+                ));
+            }
         }
         Ok(Manifest::Image(ImageManifest { config, layers }))
     }
@@ -276,6 +289,35 @@ mod tests {
               {{"mediaType":"{OCI_MANIFEST}","digest":"{D2}","size":1,"platform":{{"os":"linux","architecture":"amd64"}}}},
               {{"mediaType":"{OCI_MANIFEST}","digest":"{D3}","size":1,"platform":{{"os":"unknown","architecture":"unknown"}}}}]}}"#
         )
+    }
+
+    #[test]
+    fn an_artifact_is_refused_before_any_download() {
+        let helm = image_json(Some(OCI_MANIFEST)).replace(
+            "application/vnd.oci.image.layer.v1.tar+gzip",
+            "application/vnd.cncf.helm.chart.content.v1.tar+gzip",
+        );
+        let e = Manifest::parse(helm.as_bytes(), None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("layer 1 has media type") && e.contains("helm") && e.contains("artifact"),
+            "{e}"
+        );
+        // Every layer type a container image uses is accepted, as is a missing one.
+        for mt in [
+            "application/vnd.oci.image.layer.v1.tar",
+            "application/vnd.oci.image.layer.v1.tar+zstd",
+            "application/vnd.docker.image.rootfs.diff.tar.gzip",
+        ] {
+            let j = image_json(None).replace("application/vnd.oci.image.layer.v1.tar+gzip", mt);
+            assert!(Manifest::parse(j.as_bytes(), None).is_ok(), "{mt}");
+        }
+        let bare = image_json(None).replace(
+            r#""mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","#,
+            "",
+        );
+        assert!(Manifest::parse(bare.as_bytes(), None).is_ok());
     }
 
     #[test]

@@ -222,7 +222,7 @@ pub struct InitConfig {
     /// Worker name: the hostname.
     pub hostname: String,
     pub process: ProcessConfig,
-    /// Listen on 127.0.0.1:<port> inside the sandbox and tunnel each connection to the host
+    /// Listen on `127.0.0.1:<port>` inside the sandbox and tunnel each connection to the host
     /// engine (`None`: the sandbox shares the host network and reaches the engine directly).
     pub engine_port: Option<u16>,
     /// Backend-specific setup init performs before starting the worker.

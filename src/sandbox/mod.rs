@@ -82,7 +82,7 @@ pub struct Resources {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Network {
     /// Own network namespace (or VM) with loopback only, plus the engine link: init listens on
-    /// 127.0.0.1:<engine port> inside and tunnels each connection to `SandboxSpec::engine_addr`.
+    /// `127.0.0.1:<engine port>` inside and tunnels each connection to `SandboxSpec::engine_addr`.
     Isolated,
     /// [`Network::Isolated`] plus one virtual NIC whose host side is the worker's user-mode
     /// network ([`crate::net`]): outbound TCP, UDP and DNS as the policy allows.

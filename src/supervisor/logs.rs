@@ -139,8 +139,8 @@ fn open_append(path: &Path) -> Result<File> {
 }
 
 /// Read the worker's combined output from `fd` until EOF, writing one record per line.
-/// A partial line is written after [`PARTIAL_FLUSH`] of silence, or when it reaches
-/// [`MAX_LINE`], so nothing is held back indefinitely.
+/// A partial line is written after `PARTIAL_FLUSH` of silence, or when it reaches
+/// `MAX_LINE`, so nothing is held back indefinitely.
 pub fn pump(fd: OwnedFd, writer: &mut LogWriter) -> Result<()> {
     let mut file = File::from(fd);
     let mut buf = [0u8; 4096];
@@ -328,7 +328,7 @@ fn print_upto(
     Ok(())
 }
 
-/// `logs --follow`: print what is stored (as [`print`]), then follow `log` across worker
+/// `logs --follow`: print what is stored (as [`print()`]), then follow `log` across worker
 /// restarts and rotations until `keep_going` returns false (the CLI runs until Ctrl-C).
 /// Nothing written between the two steps is lost or shown twice: both read one open file.
 pub fn follow_from(

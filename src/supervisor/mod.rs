@@ -20,7 +20,6 @@ use monitor::StartReport;
 
 use crate::config::{Config, WorkerEntry};
 use crate::project::Project;
-use crate::Result;
 
 pub mod backend;
 pub mod control;
@@ -31,11 +30,6 @@ pub mod spec;
 pub mod state;
 
 pub use lifecycle::{stop_worker, StopOutcome};
-
-/// Stop `name` (if it runs) before `remove` deletes its state, with the default grace period.
-pub fn stop_for_removal(project: &Project, name: &str) -> Result<()> {
-    stop_worker(project, name, Duration::from_secs(10)).map(|_| ())
-}
 
 const BACKOFF_FIRST: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);

@@ -75,7 +75,14 @@ impl Args {
 
 /// Entry point of the hidden `__monitor` command (`argv` after `__monitor`); returns the exit
 /// status.
-pub fn main(argv: &[String]) -> i32 {
+/// Run as a monitor if this process was started as one (first argument [`ARG`]); returns the
+/// exit code then.
+pub fn entry() -> Option<i32> {
+    let args: Vec<String> = std::env::args().collect();
+    (args.get(1).map(String::as_str) == Some(ARG)).then(|| main(&args[2..]))
+}
+
+fn main(argv: &[String]) -> i32 {
     let mut ready = Ready::take_stdout();
     let args = match Args::parse(argv) {
         Ok(a) => a,

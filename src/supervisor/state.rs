@@ -139,6 +139,34 @@ pub fn write(worker_dir: &Path, state: &WorkerState) -> Result<()> {
 }
 
 /// Create `.iii/workers/<name>/` (0700) if needed.
+/// Delete a worker's directory (`.iii/workers/<name>/`), or everything in it but the writable
+/// layer (`remove --keep-data`). A directory that does not exist is already deleted.
+pub fn delete(worker_dir: &Path, keep_data: bool) -> Result<()> {
+    let entries = match std::fs::read_dir(worker_dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(crate::err!("reading {}: {e}", worker_dir.display())),
+    };
+    if !keep_data {
+        return std::fs::remove_dir_all(worker_dir)
+            .with_context(|| format!("removing {}", worker_dir.display()));
+    }
+    for entry in entries {
+        let entry = entry.with_context(|| format!("reading {}", worker_dir.display()))?;
+        if entry.file_name() == crate::sandbox::WRITABLE_LAYER_DIR {
+            continue;
+        }
+        let p = entry.path();
+        let r = if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            std::fs::remove_dir_all(&p)
+        } else {
+            std::fs::remove_file(&p)
+        };
+        r.with_context(|| format!("removing {}", p.display()))?;
+    }
+    Ok(())
+}
+
 pub fn ensure_worker_dir(worker_dir: &Path) -> Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new()

@@ -12,7 +12,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use iii::oci::registry::auth::{base64_decode, base64_encode};
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine;
 
 use super::TempDir;
 
@@ -241,7 +242,7 @@ impl PushTarget for Registry {
             Auth::None => None,
             Auth::Basic { user, pass } => Some(format!(
                 "Basic {}",
-                base64_encode(format!("{user}:{pass}").as_bytes())
+                STANDARD.encode(format!("{user}:{pass}"))
             )),
             Auth::Bearer { .. } => Some(format!(
                 "Bearer {}",
@@ -303,10 +304,7 @@ impl TokenIssuer {
             thread: None,
         };
         let signer = issuer.signer();
-        let expected = format!(
-            "Basic {}",
-            base64_encode(format!("{user}:{pass}").as_bytes())
-        );
+        let expected = format!("Basic {}", STANDARD.encode(format!("{user}:{pass}")));
         issuer.thread = Some(std::thread::spawn(move || {
             for conn in listener.incoming() {
                 if stop.load(Ordering::SeqCst) {
@@ -353,10 +351,7 @@ struct Signer {
 }
 
 fn b64url(data: &[u8]) -> String {
-    base64_encode(data)
-        .trim_end_matches('=')
-        .replace('+', "-")
-        .replace('/', "_")
+    URL_SAFE_NO_PAD.encode(data)
 }
 
 impl Signer {
@@ -475,7 +470,7 @@ pub fn percent_decode(s: &str) -> String {
 
 /// Decode a Basic header value (for fakes that check it).
 pub fn decode_basic(header: &str) -> Option<(String, String)> {
-    let raw = base64_decode(header.strip_prefix("Basic ")?)?;
+    let raw = STANDARD.decode(header.strip_prefix("Basic ")?).ok()?;
     let s = String::from_utf8(raw).ok()?;
     let (u, p) = s.split_once(':')?;
     Some((u.to_string(), p.to_string()))

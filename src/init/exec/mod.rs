@@ -13,7 +13,7 @@
 //! stream or goes away the group is killed, so no exec leaves orphans behind.
 
 //!
-//! Files: [`start`] (environment, pipes or pty, the launch), [`pump`] (moving bytes),
+//! Files: `start` (environment, pipes or pty, the launch), `pump` (moving bytes),
 //! [`reaper`] (exits), [`server`] (a whole connection).
 
 mod pump;

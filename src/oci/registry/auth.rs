@@ -12,6 +12,9 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use base64::engine::general_purpose::{STANDARD, STANDARD_PAD_INDIFFERENT};
+use base64::Engine;
+
 use crate::{err, Context, Result};
 
 /// A user name and password, and where they came from (for error messages).
@@ -33,7 +36,7 @@ impl Credentials {
     pub fn basic_header(&self) -> String {
         format!(
             "Basic {}",
-            base64_encode(format!("{}:{}", self.username, self.password).as_bytes())
+            STANDARD.encode(format!("{}:{}", self.username, self.password))
         )
     }
 }
@@ -123,7 +126,9 @@ pub fn from_docker_config(bytes: &[u8], registry: &str) -> Result<Option<Credent
         }
         let source = "docker config.json".to_string();
         if let Some(encoded) = a.auth.as_deref().filter(|s| !s.is_empty()) {
-            let decoded = base64_decode(encoded)
+            let decoded = STANDARD_PAD_INDIFFERENT
+                .decode(encoded)
+                .ok()
                 .and_then(|b| String::from_utf8(b).ok())
                 .ok_or_else(|| err!("auths.{key}.auth is not base64 of user:password"))?;
             let (u, p) = decoded
@@ -216,76 +221,9 @@ pub fn parse_challenge(header: &str) -> Option<Challenge> {
     })
 }
 
-const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-pub fn base64_encode(data: &[u8]) -> String {
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(B64[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
-/// Decode standard or URL-safe base64, padded or not; `None` on anything else.
-pub fn base64_decode(s: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(s.len() * 3 / 4);
-    let mut acc = 0u32;
-    let mut bits = 0;
-    for c in s.trim_end_matches('=').bytes() {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' | b'-' => 62,
-            b'/' | b'_' => 63,
-            _ => return None,
-        };
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    Some(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn base64_round_trips() {
-        for s in [
-            "",
-            "f",
-            "fo",
-            "foo",
-            "foob",
-            "fooba",
-            "foobar",
-            "user:pa:ss",
-        ] {
-            let e = base64_encode(s.as_bytes());
-            assert_eq!(base64_decode(&e).unwrap(), s.as_bytes(), "{s} -> {e}");
-        }
-        assert_eq!(base64_encode(b"foobar"), "Zm9vYmFy");
-        assert_eq!(base64_encode(b"fo"), "Zm8=");
-        assert!(base64_decode("a$b").is_none());
-    }
 
     #[test]
     fn env_spec_entries() {
@@ -313,7 +251,7 @@ mod tests {
         let json = format!(
             r#"{{"auths":{{"https://index.docker.io/v1/":{{"auth":"{}"}},
                  "localhost:5000":{{"username":"u","password":"p"}}}}}}"#,
-            base64_encode(b"hub:pw")
+            STANDARD.encode(b"hub:pw")
         );
         let c = from_docker_config(json.as_bytes(), "docker.io")
             .unwrap()

@@ -8,7 +8,7 @@
 //! filled and its mtime is not disturbed by its children). Nothing is fsynced here: the
 //! caller syncs the finished tree once.
 
-mod compress;
+pub(crate) mod compress;
 mod confine;
 mod sparse;
 mod sys;

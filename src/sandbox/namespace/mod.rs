@@ -28,7 +28,6 @@ use crate::{err, Context, Result};
 pub mod cgroup;
 pub mod clone;
 pub mod door;
-pub mod user;
 
 use crate::sys::pid::{self, Status};
 use cgroup::Cgroup;

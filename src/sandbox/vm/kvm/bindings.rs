@@ -38,7 +38,6 @@ pub const KVM_GET_REGS: u64 = ior::<KvmRegs>(0x81);
 pub const KVM_SET_REGS: u64 = iow::<KvmRegs>(0x82);
 pub const KVM_GET_SREGS: u64 = ior::<KvmSregs>(0x83);
 pub const KVM_SET_SREGS: u64 = iow::<KvmSregs>(0x84);
-pub const KVM_SET_MSRS: u64 = iow::<KvmMsrsHeader>(0x89);
 pub const KVM_SET_FPU: u64 = iow::<KvmFpu>(0x8d);
 pub const KVM_SET_CPUID2: u64 = iow::<KvmCpuid2Header>(0x90);
 pub const KVM_SET_MP_STATE: u64 = iow::<u32>(0x99);
@@ -192,21 +191,6 @@ pub struct KvmCpuidEntry2 {
 /// Header of `struct kvm_msrs`; `nmsrs` entries follow it.
 #[repr(C)]
 #[derive(Debug, Default, Clone, Copy)]
-pub struct KvmMsrsHeader {
-    pub nmsrs: u32,
-    pub pad: u32,
-}
-
-#[repr(C)]
-#[derive(Debug, Default, Clone, Copy)]
-pub struct KvmMsrEntry {
-    pub index: u32,
-    pub reserved: u32,
-    pub data: u64,
-}
-
-#[repr(C)]
-#[derive(Debug, Default, Clone, Copy)]
 pub struct KvmIrqfd {
     pub fd: u32,
     pub gsi: u32,
@@ -254,7 +238,6 @@ mod tests {
         assert_eq!(size_of::<KvmSregs>(), 312);
         assert_eq!(size_of::<KvmFpu>(), 416);
         assert_eq!(size_of::<KvmCpuidEntry2>(), 40);
-        assert_eq!(size_of::<KvmMsrEntry>(), 16);
         assert_eq!(size_of::<KvmIrqfd>(), 32);
         assert_eq!(size_of::<KvmIoeventfd>(), 64);
         assert_eq!(size_of::<KvmPitConfig>(), 64);

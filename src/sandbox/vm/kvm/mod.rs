@@ -368,42 +368,10 @@ impl VcpuFd {
         Ok(())
     }
 
-    /// Set MSRs; returns how many KVM accepted (it stops at the first it rejects).
-    pub fn set_msrs(&self, msrs: &[KvmMsrEntry]) -> Result<usize> {
-        const MAX: usize = 32;
-        #[repr(C)]
-        struct Buf {
-            header: KvmMsrsHeader,
-            entries: [KvmMsrEntry; MAX],
-        }
-        if msrs.len() > MAX {
-            return Err(err!("too many MSRs ({})", msrs.len()));
-        }
-        let mut buf = Buf {
-            header: KvmMsrsHeader {
-                nmsrs: msrs.len() as u32,
-                pad: 0,
-            },
-            entries: [KvmMsrEntry::default(); MAX],
-        };
-        buf.entries[..msrs.len()].copy_from_slice(msrs);
-        let n = ioctl_ptr(self.fd.as_raw_fd(), KVM_SET_MSRS, &mut buf)
-            .map_err(|e| err!("KVM_SET_MSRS on vCPU {}: {e}", self.id))?;
-        Ok(n as usize)
-    }
-
     /// A handle another thread uses to make this vCPU's `KVM_RUN` return promptly.
     pub fn kicker(&self) -> VcpuKicker {
         VcpuKicker {
             immediate_exit: self.run.ptr as usize + run_offsets::IMMEDIATE_EXIT,
-        }
-    }
-
-    /// Clear a pending kick (before deciding to run again).
-    pub fn clear_immediate_exit(&mut self) {
-        // SAFETY: the byte lies inside the mapped run area we own.
-        unsafe {
-            std::ptr::write_volatile(self.run.ptr.add(run_offsets::IMMEDIATE_EXIT), 0);
         }
     }
 
