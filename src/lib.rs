@@ -10,7 +10,8 @@
 //! - [`sys`]: the raw system calls host and init share (processes, fds, fd passing, signals,
 //!   terminals), behind small safe functions.
 //! - [`stdio`]: iii's own stdout and stderr, written without panicking ([`say!`]).
-//! - [`sandbox`]: the contract both backends keep; [`sandbox::namespace`] and [`sandbox::vm`].
+//! - [`sandbox`]: the contract both backends keep, the control channel's host end, and the
+//!   backends: [`sandbox::namespace`], and [`sandbox::microvm`] over our VMM [`sandbox::vm`].
 //! - [`init`]: iii's own PID 1 inside a sandbox.
 //! - [`net`]: a worker's user-mode network (virtual NIC, smoltcp stack, DNS, egress policy).
 //! - [`harden`]: what init takes away from a worker (capabilities, seccomp, the root it
@@ -18,7 +19,7 @@
 //! - [`protocol`]: the control-channel wire format, used by both ends.
 //! - [`engine`]: `iii` itself — the process that serves workers and supervises them.
 //! - [`supervisor`]: the container workers' supervisor, per-worker monitor, control sockets, logs.
-//! - [`exec`]: `iii worker exec` — the client, and how its connection reaches init.
+//! - [`exec`]: `iii worker exec` on the host — the client's event loop and terminal handling.
 //! - [`worker_registry`]: the iii worker registry (`name[@version]` → a dependency graph) and
 //!   binary workers' artifacts.
 //! - [`cli`]: one file per command, thin.

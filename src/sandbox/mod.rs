@@ -3,8 +3,8 @@
 //! A sandbox runs one worker process from an extracted image tree, isolated in its own root
 //! filesystem (read-only image under a persistent per-worker writable layer), process tree,
 //! hostname, network and resource limits, with iii's own init as PID 1. The host-side process
-//! that owns a sandbox (see `engine`) uses only this module's types, so the `namespace` and `vm`
-//! backends are interchangeable.
+//! that owns a sandbox (a worker's monitor, `supervisor::monitor`) uses only this module's
+//! types, so the `namespace` and `vm` backends are interchangeable.
 
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;

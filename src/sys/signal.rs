@@ -40,14 +40,6 @@ pub fn drain(fd: RawFd) -> Vec<libc::c_int> {
     }
 }
 
-/// Give `signal` its default action again (e.g. SIGPIPE, which Rust's runtime ignores).
-/// Call it before the process starts threads that rely on the current disposition.
-pub fn set_default(signal: libc::c_int) {
-    // SAFETY: resetting a signal disposition to its default has no memory-safety
-    // preconditions.
-    unsafe { libc::signal(signal, libc::SIG_DFL) };
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

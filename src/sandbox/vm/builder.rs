@@ -151,7 +151,7 @@ pub fn build(cfg: VmConfig) -> Result<Vm> {
         bus: Arc::new(bus),
         _vm_fd: vm_fd,
         _kvm: kvm,
-        mem,
+        _mem: mem,
         control,
         state: Arc::new(RunState::new()),
         spawn_queue: Some(spawn_queue),

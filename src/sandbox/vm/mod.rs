@@ -131,10 +131,11 @@ impl StopHandle {
 pub struct Vm {
     vcpus: Vec<VcpuFd>,
     bus: Arc<Bus>,
-    /// Held only to keep the VM alive (and to close it before `mem` is unmapped).
+    /// Held only to keep the VM alive (and to close it before `_mem` is unmapped).
     _vm_fd: VmFd,
     _kvm: Kvm,
-    mem: Arc<GuestMemory>,
+    /// Held so guest RAM stays mapped until the VM fd (and every vCPU) is closed.
+    _mem: Arc<GuestMemory>,
     control: Option<UnixStream>,
     state: Arc<RunState>,
     /// Device activations (on vCPU threads) queue here; served while the VM runs.
@@ -166,10 +167,6 @@ impl Vm {
 
     pub fn boot_setup(&self) -> BootSetup {
         self.boot
-    }
-
-    pub fn guest_memory(&self) -> &GuestMemory {
-        &self.mem
     }
 
     /// Run until the guest exits, resets or crashes, or a [`StopHandle`] stops it. Every vCPU
