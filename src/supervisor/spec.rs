@@ -111,8 +111,8 @@ pub fn working_dir(image_working_dir: Option<&str>) -> String {
 
 /// Resolve the image's `User` (`name`, `uid`, `name:group`, `uid:gid`, empty = root) against
 /// the image's `/etc/passwd` and `/etc/group`, docker style: a named user must exist; a
-/// numeric uid need not (its gid is then 0); supplementary groups are the groups listing the
-/// user by name.
+/// numeric uid need not (its gid is then 0); the supplementary groups are the primary group
+/// and, unless `User` names a group, the groups listing the user by name.
 pub fn resolve_user(rootfs: &Path, image: &str, user: Option<&str>) -> Result<User> {
     let spec = user.unwrap_or("").trim();
     if spec.is_empty() {
@@ -146,14 +146,16 @@ pub fn resolve_user(rootfs: &Path, image: &str, user: Option<&str>) -> Result<Us
             })?,
         };
     }
-    let additional_gids = match &name {
-        Some(n) => groups
-            .iter()
-            .filter(|(_, id, members)| *id != gid && members.contains(&n.as_str()))
-            .map(|(_, id, _)| *id)
-            .collect(),
-        None => Vec::new(),
-    };
+    // Docker's rule: the process's groups are its primary group, plus, when the image's
+    // `User` names no group, every group of /etc/group that lists the user.
+    let mut additional_gids = vec![gid];
+    if let (Some(n), None | Some("")) = (&name, group_part) {
+        for (_, id, members) in &groups {
+            if members.contains(&n.as_str()) && !additional_gids.contains(id) {
+                additional_gids.push(*id);
+            }
+        }
+    }
     Ok(User {
         uid,
         gid,
@@ -319,7 +321,7 @@ mod tests {
         let app = User {
             uid: 1000,
             gid: 1000,
-            additional_gids: vec![10],
+            additional_gids: vec![1000, 10],
         };
         assert_eq!(r("app").unwrap(), app);
         assert_eq!(r("1000").unwrap(), app);
@@ -328,7 +330,7 @@ mod tests {
             User {
                 uid: 1000,
                 gid: 10,
-                additional_gids: vec![]
+                additional_gids: vec![10]
             }
         );
         assert_eq!(
@@ -336,7 +338,7 @@ mod tests {
             User {
                 uid: 4242,
                 gid: 77,
-                additional_gids: vec![]
+                additional_gids: vec![77]
             }
         );
         assert_eq!(
@@ -344,7 +346,7 @@ mod tests {
             User {
                 uid: 4242,
                 gid: 0,
-                additional_gids: vec![]
+                additional_gids: vec![0]
             }
         );
         let e = r("nobody").unwrap_err().to_string();
