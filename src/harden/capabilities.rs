@@ -40,7 +40,11 @@ pub fn last_cap() -> u32 {
 /// Drop every capability outside the kept set from the bounding set and clear the ambient
 /// set. Needs CAP_SETPCAP; async-signal-safe (raw prctl calls only).
 pub fn drop_bounding(last_cap: u32) -> io::Result<()> {
-    let keep = keep_mask();
+    drop_bounding_except(keep_mask(), last_cap)
+}
+
+/// Drop every capability outside `keep` from the bounding set and clear the ambient set.
+fn drop_bounding_except(keep: u64, last_cap: u32) -> io::Result<()> {
     for cap in 0..=last_cap.min(63) {
         if keep & (1 << cap) != 0 {
             continue;
@@ -146,28 +150,7 @@ pub fn drop_process(keep: u64) -> io::Result<()> {
     let (mut hdr, mut data) = capget()?;
     let held = u64::from(data[0].permitted) | u64::from(data[1].permitted) << 32;
     if held != 0 {
-        for cap in 0..=last_cap().min(63) {
-            if keep & (1 << cap) != 0 {
-                continue;
-            }
-            // SAFETY: prctl with integer arguments.
-            if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) } < 0 {
-                let e = io::Error::last_os_error();
-                if e.raw_os_error() != Some(libc::EINVAL) {
-                    return Err(e);
-                }
-            }
-        }
-        // SAFETY: prctl with integer arguments.
-        unsafe {
-            libc::prctl(
-                libc::PR_CAP_AMBIENT,
-                libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
-                0,
-                0,
-                0,
-            )
-        };
+        drop_bounding_except(keep, last_cap())?;
         for (i, d) in data.iter_mut().enumerate() {
             let k = (keep >> (32 * i)) as u32;
             d.effective &= k;
