@@ -20,6 +20,8 @@
 //! - [`engine`]: `iii` itself — the process that serves workers and supervises them.
 //! - [`supervisor`]: the container workers' supervisor, per-worker monitor, control sockets, logs.
 //! - [`exec`]: `iii worker exec` on the host — the client's event loop and terminal handling.
+//! - [`install`]: from an `add` argument or an iii.lock pin to the store, config.yaml and
+//!   iii.lock (`add`, `sync`, `update`, `clear`).
 //! - [`worker_registry`]: the iii worker registry (`name[@version]` → a dependency graph) and
 //!   binary workers' artifacts.
 //! - [`cli`]: one file per command, thin.
@@ -39,6 +41,7 @@ pub mod exec;
 pub mod file_lock;
 pub mod harden;
 pub mod init;
+pub mod install;
 pub mod lockfile;
 pub mod net;
 pub mod oci;

@@ -39,6 +39,19 @@ impl Project {
         }
     }
 
+    /// `iii.lock` beside config.yaml: the pins of this project's workers.
+    pub fn lock_path(&self) -> PathBuf {
+        crate::lockfile::Lock::path_for(&self.config_path)
+    }
+
+    /// The directory config.yaml is in (where `iii.lock` and `iii.worker.yaml` live).
+    pub fn dir(&self) -> PathBuf {
+        match self.config_path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        }
+    }
+
     /// `.iii/workers/<name>/`: pid, control socket, logs and writable layer of one worker.
     pub fn worker_dir(&self, name: &str) -> PathBuf {
         self.state_dir.join("workers").join(name)

@@ -107,7 +107,11 @@ fn every_command_has_a_man_page_documenting_its_flags_and_no_page_is_orphaned() 
             .replace("\\-", "-");
         let flags = flags(&help);
         if argv.last().map(String::as_str) == Some("add") {
-            assert_eq!(flags, ["--name", "--force"], "help parsing broke: {help}");
+            assert_eq!(
+                flags,
+                ["--name", "--force", "--yes"],
+                "help parsing broke: {help}"
+            );
         }
         for flag in flags {
             assert!(text.contains(&flag), "{page} does not document {flag}");

@@ -186,17 +186,29 @@ fn name_clash_force_and_keep_data() {
 #[test]
 fn bad_input_fails_cleanly_and_changes_nothing() {
     let p = Project::new();
-    // iii-registry shorthand is not supported yet.
-    let out = p.iii(&["worker", "add", "image-resize"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("not supported"), "{}", stderr(&out));
-    assert!(!p.config().exists());
-
-    // A dead registry: one line naming the image, nothing written.
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
+    // A registry shorthand with the worker registry down: one line naming the registry API,
+    // nothing written.
+    let out = Command::new(env!("CARGO_BIN_EXE_iii"))
+        .arg("-c")
+        .arg(p.config())
+        .args(["worker", "add", "image-resize"])
+        .env("III_HOME", p.home.path())
+        .env("III_API_URL", format!("http://127.0.0.1:{port}"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let e = stderr(&out);
+    assert!(
+        e.starts_with("error: registry API http://127.0.0.1:") && e.lines().count() == 1,
+        "{e}"
+    );
+    assert!(!p.config().exists() && !p.dir.path().join("iii.lock").exists());
+
+    // A dead image registry: one line naming the image, nothing written.
     let image = format!("127.0.0.1:{port}/x/y:1");
     let out = p.iii(&["worker", "add", &image]);
     assert_eq!(out.status.code(), Some(1));

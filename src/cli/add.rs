@@ -1,73 +1,92 @@
-//! `iii worker add <ref>`: pull an image into the store and register it in config.yaml.
-
-use std::path::Path;
+//! `iii worker add <ref|name[@version]>…`: install workers and register them in config.yaml
+//! and iii.lock.
 
 use super::Ctx;
-use crate::config::{edit, image, validate_name, Config};
-use crate::oci::reference::Reference;
-use crate::oci::store::Store;
-use crate::{err, project, Error, Result};
+use crate::install::{self, registry, Source};
+use crate::{err, Error, Result};
 use argh::FromArgs;
 
 #[derive(FromArgs, Debug)]
-/// Pull an OCI image and add it to config.yaml as a worker. Prints the worker name on stdout.
+/// Add workers to config.yaml, pinned in iii.lock: an OCI image (pulled into the store) or a
+/// worker of the iii registry with its dependencies. Prints each added worker's name on stdout.
 #[argh(subcommand, name = "add")]
 pub struct Args {
-    /// image reference, e.g. ghcr.io/org/worker:1.0 or localhost:5000/w@sha256:…
-    #[argh(positional)]
-    pub reference: String,
-    /// worker name (default: the last path component of the repository)
+    /// image references (ghcr.io/org/worker:1.0, localhost:5000/w@sha256:…) or registry
+    /// workers (pdfkit, pdfkit@1.2.0)
+    #[argh(positional, greedy)]
+    pub workers: Vec<String>,
+    /// worker name for an image (default: the last path component of the repository)
     #[argh(option)]
     pub name: Option<String>,
     /// replace an existing worker of that name (re-pulls; keeps edited config: values)
     #[argh(switch)]
     pub force: bool,
+    /// install dependency graphs of more than 32 workers without asking
+    #[argh(switch, short = 'y')]
+    pub yes: bool,
 }
 
 pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
-    let reference = Reference::parse(&args.reference)?;
-    let name = args
-        .name
-        .clone()
-        .unwrap_or_else(|| reference.short_name().to_string());
-    validate_name(&name).map_err(|m| {
-        let hint = if args.name.is_none() {
-            " (choose one with --name)"
-        } else {
-            ""
-        };
-        Error::new(format!("{m}{hint}"))
-    })?;
-    let config_path = &ctx.project.config_path;
-    // Fail before a long pull when the name is taken; checked again under the lock below.
-    if !args.force && Config::load(config_path)?.worker(&name).is_some() {
-        return Err(name_taken(&name, config_path));
+    if args.workers.is_empty() {
+        return Err(
+            Error::new("worker add needs an image reference or a worker name").with_exit_code(2),
+        );
     }
-
-    let store = Store::open(&project::store_home()?)?;
-    let mut progress = crate::oci::progress::for_stderr();
-    let image = crate::oci::pull(&args.reference, &store, progress.as_mut())?;
-    let resources = image::resources(&image)?;
-
-    edit::update_file(config_path, |text, current| {
-        let existing = current.worker(&name);
-        let entry = image::entry(&name, &args.reference, &image, resources, existing);
-        let text = match existing {
-            None => edit::add_entry(text, &entry)?,
-            Some(_) if args.force => edit::replace_entry(text, current, &name, &entry)?,
-            Some(_) => return Err(name_taken(&name, config_path)),
-        };
-        Ok((text, ()))
-    })?;
-    // After the edit: printing can fail (stdout full or gone), and the man page says that
-    // config.yaml holds the entry then.
-    crate::stdio::out(&format!("{name}\n"))?;
-    Ok(0)
+    if args.name.is_some() && args.workers.len() > 1 {
+        return Err(
+            Error::new("--name names one worker; add the others separately").with_exit_code(2),
+        );
+    }
+    let mut failures = 0;
+    for (i, arg) in args.workers.iter().enumerate() {
+        if args.workers.len() > 1 {
+            crate::say!("[{}/{}] adding {arg}", i + 1, args.workers.len());
+        }
+        match add_one(ctx, &args, arg) {
+            Ok(names) => {
+                // After the edit: printing can fail (stdout full or gone), and the man page says
+                // that config.yaml holds the entry then.
+                for n in names {
+                    crate::stdio::out(&format!("{n}\n"))?;
+                }
+            }
+            Err(e) if args.workers.len() == 1 => return Err(e),
+            Err(e) => {
+                super::report(&e);
+                failures += 1;
+            }
+        }
+    }
+    Ok(if failures == 0 { 0 } else { 1 })
 }
 
-fn name_taken(name: &str, config_path: &Path) -> Error {
-    err!(
-        "a worker named {name:?} is already in {}; use --force to replace it or --name to pick another",
-        config_path.display()
-    )
+fn add_one(ctx: &Ctx, args: &Args, arg: &str) -> Result<Vec<String>> {
+    match Source::classify(arg) {
+        Source::Local(p) => Err(err!(
+            "{p}: adding a local directory is not supported; build it into an image and add the image"
+        )),
+        Source::Oci(reference) => Ok(vec![install::oci::add(
+            &ctx.project,
+            reference,
+            args.name.as_deref(),
+            args.force,
+        )?]),
+        Source::Registry { name, version } => {
+            if args.name.is_some() {
+                return Err(Error::new(
+                    "--name is for images; a registry worker keeps its registry name",
+                )
+                .with_exit_code(2));
+            }
+            registry::add(
+                &ctx.project,
+                name,
+                version,
+                registry::Options {
+                    yes: args.yes,
+                    force: args.force,
+                },
+            )
+        }
+    }
 }

@@ -12,16 +12,19 @@ use crate::project::Project;
 use crate::Error;
 
 pub mod add;
+pub mod clear;
 pub mod engine;
 pub mod exec;
 pub mod list;
-pub mod lockfile;
 pub mod logs;
 pub mod remove;
 pub mod restart;
 pub mod start;
 pub mod stop;
+pub mod sync;
 pub mod trigger;
+pub mod update;
+pub mod verify;
 
 #[derive(FromArgs, Debug)]
 /// iii runs workers — OCI images in isolated sandboxes. Without a subcommand it is the engine:
@@ -43,7 +46,8 @@ pub enum TopCommand {
 }
 
 #[derive(FromArgs, Debug)]
-/// Manage workers: add, remove, list, start, stop, restart, logs, exec.
+/// Manage workers: add, remove, list, start, stop, restart, logs, exec, verify, sync, update,
+/// clear.
 #[argh(subcommand, name = "worker")]
 pub struct WorkerCommand {
     #[argh(subcommand)]
@@ -61,9 +65,10 @@ pub enum WorkerSub {
     Restart(restart::Args),
     Logs(logs::Args),
     Exec(exec::Args),
-    Verify(lockfile::VerifyArgs),
-    Sync(lockfile::SyncArgs),
-    Update(lockfile::UpdateArgs),
+    Verify(verify::Args),
+    Sync(sync::Args),
+    Update(update::Args),
+    Clear(clear::Args),
 }
 
 /// What every command gets besides its own arguments.
@@ -178,9 +183,10 @@ fn run(cli: Iii) -> crate::Result<i32> {
                 logs::run(&ctx, a)
             }
             WorkerSub::Exec(a) => exec::run(&ctx, a),
-            WorkerSub::Verify(_) => lockfile::not_yet("verify"),
-            WorkerSub::Sync(_) => lockfile::not_yet("sync"),
-            WorkerSub::Update(_) => lockfile::not_yet("update"),
+            WorkerSub::Verify(a) => verify::run(&ctx, a),
+            WorkerSub::Sync(a) => sync::run(&ctx, a),
+            WorkerSub::Update(a) => update::run(&ctx, a),
+            WorkerSub::Clear(a) => clear::run(&ctx, a),
         },
     }
 }
@@ -193,11 +199,4 @@ fn die_quietly_on_closed_stdout() {
     // SAFETY: resetting a signal disposition to its default has no memory-safety preconditions;
     // it runs before the command starts any thread.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
-}
-
-/// Error for a command whose capability has not been built yet: says so, exits 1.
-pub fn not_yet_available(what: &str) -> crate::Result<i32> {
-    Err(Error::new(format!(
-        "{what} is not yet available in this version of iii"
-    )))
 }

@@ -19,7 +19,8 @@ use crate::{err, Context, Result};
 #[derive(Debug, Clone, Default)]
 pub struct NewEntry {
     pub name: String,
-    pub image: String,
+    /// `None`: a bare entry (a built-in or registry-managed worker).
+    pub image: Option<String>,
     /// `config:` in order; nested values are written in flow style.
     pub config: Vec<(String, Value)>,
     pub cpus: Option<f64>,
@@ -200,7 +201,9 @@ fn add_empty_flow(line: &str) -> String {
 fn render(e: &NewEntry, indent: usize) -> String {
     let pad = " ".repeat(indent);
     let mut s = format!("{pad}- name: {}\n", scalar(&e.name));
-    s += &format!("{pad}  image: {}\n", scalar(&e.image));
+    if let Some(image) = &e.image {
+        s += &format!("{pad}  image: {}\n", scalar(image));
+    }
     if !e.config.is_empty() {
         s += &format!("{pad}  config:\n");
         for (k, v) in &e.config {
@@ -391,7 +394,7 @@ mod tests {
     fn entry(name: &str) -> NewEntry {
         NewEntry {
             name: name.into(),
-            image: format!("localhost:5000/{name}:1.0"),
+            image: Some(format!("localhost:5000/{name}:1.0")),
             ..Default::default()
         }
     }
@@ -496,7 +499,10 @@ mod tests {
             out.starts_with("workers:\n  - name: a  # keep me\n    image: x/a\n"),
             "{out}"
         );
-        assert_eq!(cfg(&out).workers[1].image, "localhost:5000/b:1.0");
+        assert_eq!(
+            cfg(&out).workers[1].image.as_deref(),
+            Some("localhost:5000/b:1.0")
+        );
     }
 
     #[test]

@@ -42,7 +42,7 @@ pub fn entry(
     }
     edit::NewEntry {
         name: name.to_string(),
-        image: reference.to_string(),
+        image: Some(reference.to_string()),
         config,
         cpus,
         memory,

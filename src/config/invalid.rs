@@ -11,9 +11,7 @@ use std::path::Path;
 
 use serde_yaml::Value;
 
-use super::{
-    std_lookup, validate_builtin, validate_worker, yaml_error, Config, RawConfig, RawWorker,
-};
+use super::{classify, std_lookup, yaml_error, Classified, Config, RawConfig, RawWorker};
 use crate::{err, Result};
 
 /// One entry of `workers:` that does not validate, as far as it can be read.
@@ -69,17 +67,10 @@ impl Config {
                 true => Ok(w),
                 false => Err(format!("duplicate worker name {:?}", w.name)),
             });
-            let checked = raw.and_then(|w| {
-                if w.image.is_none() {
-                    validate_builtin(w, index, &std_lookup).map(Err)
-                } else {
-                    validate_worker(w).map(Ok)
-                }
-            });
-            match checked {
-                Ok(Ok(w)) => config.workers.push(w),
-                Ok(Err(Some(b))) => config.builtins.push(b),
-                Ok(Err(None)) => {}
+            match raw.and_then(|w| classify(w, index, &std_lookup)) {
+                Ok(Classified::Worker(w)) => config.workers.push(w),
+                Ok(Classified::Builtin(b)) => config.builtins.push(b),
+                Ok(Classified::AlwaysOn) => {}
                 Err(m) => config.invalid.push(InvalidEntry {
                     index,
                     name,

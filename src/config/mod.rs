@@ -23,9 +23,10 @@ pub use invalid::InvalidEntry;
 /// The parsed `config.yaml`.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Config {
-    /// Container workers (entries with `image:`).
+    /// Container workers: entries with `image:`, and registry-managed workers (a bare
+    /// `- name:` that is not built in, run from what iii.lock pins).
     pub workers: Vec<WorkerEntry>,
-    /// Built-in workers the engine runs itself (entries without `image:`), in file order.
+    /// Built-in workers the engine runs itself (bare entries naming one), in file order.
     pub builtins: Vec<BuiltinEntry>,
     pub engine: EngineSettings,
     pub vm: VmSettings,
@@ -54,7 +55,9 @@ pub struct VmSettings {
 #[derive(Debug, Clone, PartialEq)]
 pub struct WorkerEntry {
     pub name: String,
-    pub image: String,
+    /// The OCI reference; `None` for a registry-managed worker, whose artifact (a binary, or
+    /// an image) iii.lock pins.
+    pub image: Option<String>,
     /// The raw `config:` mapping (flattened into env vars at start; see [`flatten`]).
     pub config: serde_yaml::Mapping,
     pub resources: Resources,
@@ -281,13 +284,11 @@ impl Config {
                 ));
             }
             let at = |m: String| err!("{}: workers[{i}]: {m}", path.display());
-            if w.image.is_none() {
-                if let Some(b) = validate_builtin(w, i, &std_lookup).map_err(at)? {
-                    builtins.push(b);
-                }
-                continue;
+            match classify(w, i, &std_lookup).map_err(at)? {
+                Classified::Worker(w) => workers.push(w),
+                Classified::Builtin(b) => builtins.push(b),
+                Classified::AlwaysOn => {}
             }
-            workers.push(validate_worker(w).map_err(at)?);
         }
         Ok(Config {
             workers,
@@ -431,21 +432,33 @@ fn std_lookup(name: &str) -> Option<String> {
     std::env::var(name).ok()
 }
 
-/// An entry without `image:`: a built-in worker (`None` for one that is always on).
-fn validate_builtin(
+/// What one `workers:` entry is.
+enum Classified {
+    Worker(WorkerEntry),
+    Builtin(BuiltinEntry),
+    /// A name other engines always run: accepted, nothing to do.
+    AlwaysOn,
+}
+
+/// Whether `name` is one the engine runs itself (or always runs): such a bare entry needs no
+/// download and no pin.
+pub fn is_engine_worker(name: &str) -> bool {
+    BUILTIN_WORKERS.contains(&name) || ALWAYS_ON.contains(&name)
+}
+
+/// Validate one entry: with `image:` a container worker; without, a built-in worker when it
+/// names one, else a registry-managed worker.
+fn classify(
     w: RawWorker,
     index: usize,
     lookup: &dyn Fn(&str) -> Option<String>,
-) -> std::result::Result<Option<BuiltinEntry>, String> {
+) -> std::result::Result<Classified, String> {
+    if w.image.is_some() || !is_engine_worker(&w.name) {
+        return validate_worker(w).map(Classified::Worker);
+    }
     let name = w.name;
     if ALWAYS_ON.contains(&name.as_str()) {
-        return Ok(None);
-    }
-    if !BUILTIN_WORKERS.contains(&name.as_str()) {
-        return Err(format!(
-            "worker {name:?} has no image and is not a built-in worker (built-in: {})",
-            BUILTIN_WORKERS.join(", ")
-        ));
+        return Ok(Classified::AlwaysOn);
     }
     if w.resources.is_some() || w.sandbox.is_some() || w.network.is_some() {
         return Err(format!(
@@ -457,7 +470,7 @@ fn validate_builtin(
         Some(m) => flatten::expand_json(&serde_yaml::Value::Mapping(m), lookup)
             .map_err(|e| format!("{name}: config: {e}"))?,
     };
-    Ok(Some(BuiltinEntry {
+    Ok(Classified::Builtin(BuiltinEntry {
         name,
         config,
         index,
@@ -466,8 +479,7 @@ fn validate_builtin(
 
 fn validate_worker(w: RawWorker) -> std::result::Result<WorkerEntry, String> {
     validate_name(&w.name)?;
-    let image = w.image.unwrap_or_default();
-    if image.trim().is_empty() {
+    if w.image.as_ref().is_some_and(|i| i.trim().is_empty()) {
         return Err(format!("worker {:?}: image is empty", w.name));
     }
     let resources = match w.resources {
@@ -497,7 +509,7 @@ fn validate_worker(w: RawWorker) -> std::result::Result<WorkerEntry, String> {
     };
     Ok(WorkerEntry {
         name: w.name,
-        image,
+        image: w.image,
         config: w.config.unwrap_or_default(),
         resources,
         sandbox: w.sandbox.unwrap_or_default(),
@@ -631,11 +643,10 @@ mod tests {
             c.builtin("iii-state").unwrap().config,
             serde_json::Value::Null
         );
-        let e = parse("workers:\n  - name: iii-htp\n").unwrap_err();
-        assert!(
-            e.to_string().contains("iii-htp") && e.to_string().contains("iii-http, iii-cron"),
-            "{e}"
-        );
+        // A bare name the engine does not run is a registry-managed worker (iii.lock pins it).
+        let c = parse("workers:\n  - name: pdfkit\n    config: {A: b}\n").unwrap();
+        assert_eq!(c.workers[0].image, None);
+        assert!(c.builtins.is_empty());
         let e = parse("workers:\n  - name: iii-http\n    sandbox: vm\n").unwrap_err();
         assert!(e.to_string().contains("only `name` and `config`"), "{e}");
     }

@@ -35,6 +35,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{err, Context, Result};
 
+pub mod check;
 pub mod manifest;
 
 /// The lock file's name, beside config.yaml.

@@ -25,4 +25,5 @@ pub mod unpack;
 pub use manifest::ImageConfig;
 pub use progress::{LayerOutcome, NoProgress, Progress};
 pub use pull::pull;
+pub use reference::Reference;
 pub use store::{InstalledImage, Store};

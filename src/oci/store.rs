@@ -189,6 +189,81 @@ impl Store {
         }
     }
 
+    /// Manifest digests of every installed image (complete or damaged; not staging trees).
+    pub fn image_digests(&self) -> Result<Vec<Digest>> {
+        digests_in(&self.root.join("images/sha256"))
+    }
+
+    /// Digests of every blob in the store.
+    pub fn blob_digests(&self) -> Result<Vec<Digest>> {
+        digests_in(&self.root.join("blobs/sha256"))
+    }
+
+    /// The blobs an installed image was built from: its manifest, its config and its layers
+    /// (as its saved manifest.json lists them; an unreadable one names only the manifest).
+    pub fn image_blobs(&self, digest: &Digest) -> Vec<Digest> {
+        let mut out = vec![digest.clone()];
+        let path = self.image_dir(digest).join("manifest.json");
+        if let Ok(bytes) = fs::read(&path) {
+            if let Ok(super::manifest::Manifest::Image(m)) =
+                super::manifest::Manifest::parse(&bytes, None)
+            {
+                out.push(m.config.digest.clone());
+                out.extend(m.layers.iter().map(|l| l.digest.clone()));
+            }
+        }
+        out
+    }
+
+    /// Delete the installed image `digest` (under its install lock, so a pull of the same
+    /// image cannot be half-way through it) and the references that name it. `Ok(false)`
+    /// when a pull holds the lock: the image stays.
+    pub fn delete_image(&self, digest: &Digest) -> Result<bool> {
+        let lock = self
+            .root
+            .join("locks")
+            .join(format!("{}.lock", digest.hex()));
+        let Some(_held) = FileLock::try_acquire(&lock)? else {
+            return Ok(false);
+        };
+        remove_tree(&self.image_dir(digest))?;
+        let refs = self.root.join("refs");
+        for e in fs::read_dir(&refs).with_context(|| format!("reading {}", refs.display()))? {
+            let path = e
+                .with_context(|| format!("reading {}", refs.display()))?
+                .path();
+            let names_it = fs::read(&path)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<RefEntry>(&b).ok())
+                .is_some_and(|r| r.manifest == digest.to_string());
+            if names_it {
+                fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+            }
+        }
+        let _ = fs::remove_file(&lock);
+        Ok(true)
+    }
+
+    /// Delete the blob `digest`.
+    pub fn delete_blob(&self, digest: &Digest) -> Result<()> {
+        let path = self.blob_path(digest);
+        fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))
+    }
+
+    /// Whether some process is installing an image right now (holds an install lock).
+    pub fn install_in_progress(&self) -> Result<bool> {
+        let locks = self.root.join("locks");
+        for e in fs::read_dir(&locks).with_context(|| format!("reading {}", locks.display()))? {
+            let path = e
+                .with_context(|| format!("reading {}", locks.display()))?
+                .path();
+            if FileLock::try_acquire(&path)?.is_none() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     pub fn image_dir(&self, digest: &Digest) -> PathBuf {
         self.root.join("images/sha256").join(digest.hex())
     }
@@ -364,6 +439,24 @@ impl Drop for Staging {
 
 fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
     fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))
+}
+
+/// The `sha256:<hex>` entries of a `…/sha256/` directory (temporaries and other names
+/// skipped).
+fn digests_in(dir: &Path) -> Result<Vec<Digest>> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let e = e.with_context(|| format!("reading {}", dir.display()))?;
+        if let Some(d) = e
+            .file_name()
+            .to_str()
+            .and_then(|n| Digest::parse(&format!("sha256:{n}")).ok())
+        {
+            out.push(d);
+        }
+    }
+    out.sort_by(|a, b| a.hex().cmp(b.hex()));
+    Ok(out)
 }
 
 /// Write `path` via a temporary file and rename, so readers see old or new, never half.

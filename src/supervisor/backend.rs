@@ -3,9 +3,12 @@
 
 use std::path::PathBuf;
 
-use crate::config::{SandboxChoice, VmSettings};
+use crate::config::{SandboxChoice, VmSettings, WorkerEntry};
+use crate::lockfile::{sha256_value, Kind, Lock, Source};
+use crate::project::Project;
 use crate::sandbox::{Backend, Sandbox, SandboxSpec, Stdio};
-use crate::Result;
+use crate::worker_registry::binary;
+use crate::{err, Result};
 
 /// What the engine needs from an installed image.
 #[derive(Debug, Clone, Default)]
@@ -24,7 +27,11 @@ pub struct ImageInfo {
 pub fn lookup_image(image: &str) -> Result<Option<ImageInfo>> {
     let home = crate::project::store_home()?;
     let store = crate::oci::Store::open(&home)?;
-    Ok(store.lookup(image)?.map(|i| ImageInfo {
+    Ok(store.lookup(image)?.map(image_info))
+}
+
+fn image_info(i: crate::oci::store::InstalledImage) -> ImageInfo {
+    ImageInfo {
         manifest_digest: i.manifest_digest,
         rootfs: i.rootfs,
         entrypoint: i.config.entrypoint.unwrap_or_default(),
@@ -33,7 +40,88 @@ pub fn lookup_image(image: &str) -> Result<Option<ImageInfo>> {
         working_dir: i.config.working_dir,
         user: i.config.user,
         stop_signal: i.config.stop_signal,
-    }))
+    }
+}
+
+/// What the worker `entry` of `project` runs, installed: the image iii.lock pins for it (its
+/// digest, whatever the tag in config.yaml points at now), else the image as config.yaml
+/// names it, else — for a bare registry-managed entry — the binary iii.lock pins, in its
+/// minimal root filesystem, started as `/bin/<name> --url <engine>`.
+pub fn lookup_worker(project: &Project, entry: &WorkerEntry) -> Result<ImageInfo> {
+    let name = &entry.name;
+    let lock = Lock::load(&project.lock_path())?;
+    let pinned = lock.as_ref().and_then(|l| l.workers.get(name));
+    let home = crate::project::store_home()?;
+    let store = crate::oci::Store::open(&home)?;
+    let not_synced = |what: &str| {
+        err!(
+            "worker {name}: {what} pinned in {} is not installed; run `iii worker sync`",
+            project.lock_path().display()
+        )
+    };
+    match (&entry.image, pinned.and_then(|p| p.source.as_ref())) {
+        (image, Some(Source::Image { image: pin })) if image.as_deref().is_none_or(|i| same_repository(i, pin)) => {
+            let digest = crate::oci::Reference::parse(pin)?
+                .digest
+                .ok_or_else(|| err!("worker {name}: iii.lock pin {pin} has no digest"))?;
+            store
+                .installed(&digest)?
+                .map(image_info)
+                .ok_or_else(|| not_synced(&format!("image {pin}")))
+        }
+        (Some(image), _) => lookup_image(image)
+            .map_err(|e| err!("worker {name}: {e}"))?
+            .ok_or_else(|| {
+                err!("worker {name}: image {image} is not installed; run `iii worker add {image}`")
+            }),
+        (None, Some(Source::Binary { artifacts })) => {
+            let target = binary::host_target();
+            let artifact = artifacts.get(target).ok_or_else(|| {
+                err!(
+                    "worker {name}: iii.lock has no binary for {target} (it has: {})",
+                    artifacts.keys().cloned().collect::<Vec<_>>().join(", ")
+                )
+            })?;
+            let rootfs = binary::rootfs_of(&home, &artifact.sha256);
+            if !rootfs.join("bin").join(name).is_file() {
+                return Err(not_synced("its binary"));
+            }
+            Ok(ImageInfo {
+                manifest_digest: format!("sha256:{}", sha256_value(&artifact.sha256)),
+                rootfs,
+                entrypoint: vec![format!("/bin/{name}")],
+                // The engine URL: `process_args` points `--url` at the worker's engine link.
+                cmd: vec!["--url".into(), "ws://127.0.0.1:49134".into()],
+                env: vec!["PATH=/bin".into()],
+                working_dir: Some("/workspace".into()),
+                user: None,
+                stop_signal: None,
+            })
+        }
+        (None, Some(Source::Bundle { .. })) => Err(err!(
+            "worker {name}: iii.lock pins a bundle, which this iii cannot run"
+        )),
+        (None, _) => match pinned {
+            Some(p) if p.kind == Kind::Engine => Err(err!(
+                "worker {name} is built into other iii engines, not this one (built-in: {})",
+                crate::config::BUILTIN_WORKERS.join(", ")
+            )),
+            _ => Err(err!(
+                "worker {name} has no image, is not a built-in worker (built-in: {}) and is not pinned in {}; run `iii worker add {name}`",
+                crate::config::BUILTIN_WORKERS.join(", "),
+                project.lock_path().display()
+            )),
+        },
+    }
+}
+
+/// Whether two references name the same repository (tags and digests aside).
+pub fn same_repository(a: &str, b: &str) -> bool {
+    use crate::oci::Reference;
+    match (Reference::parse(a), Reference::parse(b)) {
+        (Ok(a), Ok(b)) => a.registry == b.registry && a.repository == b.repository,
+        _ => false,
+    }
 }
 
 /// The backend a worker runs in, and why `auto` chose it.

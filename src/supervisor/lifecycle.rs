@@ -249,7 +249,7 @@ pub fn list(project: &Project) -> Result<Vec<ListRow>> {
         };
         rows.push(ListRow {
             name: w.name.clone(),
-            image: w.image.clone(),
+            image: w.image.clone().unwrap_or_else(|| "-".into()),
             status: st.status_text(),
             sandbox,
             sandbox_note,
@@ -301,7 +301,7 @@ pub fn list(project: &Project) -> Result<Vec<ListRow>> {
 }
 
 /// `iii worker remove NAME`: stop the worker if it runs (default grace period), take its entry
-/// out of config.yaml, and delete its state (all of it, or all but the writable layer).
+/// out of config.yaml and its pin out of iii.lock, and delete its state (all of it, or all but the writable layer).
 pub fn remove(project: &Project, name: &str, keep_data: bool) -> Result<()> {
     let path = &project.config_path;
     // Lenient: an entry that does not validate can still be removed (and must not stop the
@@ -322,8 +322,14 @@ pub fn remove(project: &Project, name: &str, keep_data: bool) -> Result<()> {
         return Err(err!("no worker named {name:?} in {}", path.display()));
     }
     stop_worker(project, name, Duration::from_secs(10))?;
-    edit::update_file(path, |text, current| {
-        Ok((edit::remove_entry(text, current, name)?, ()))
-    })?;
+    // Its pin goes with it (the artifacts stay in the store until `iii worker clear`).
+    crate::install::commit(
+        project,
+        |text, current| Ok((edit::remove_entry(text, current, name)?, ())),
+        |lock| {
+            lock.workers.remove(name);
+            Ok(())
+        },
+    )?;
     state::delete(&project.worker_dir(name), keep_data)
 }

@@ -324,23 +324,19 @@ fn prepare(
         )
     })?;
     let config_env = entry.environment(&|k| std::env::var(k).ok())?;
-    let image = backend::lookup_image(&entry.image)
-        .map_err(|e| crate::err!("worker {name}: {e}"))?
-        .with_context(|| {
-            format!(
-                "worker {name}: image {} is not installed; run `iii worker add {}`",
-                entry.image, entry.image
-            )
-        })?;
+    let image = backend::lookup_worker(project, entry)?;
+    // What the worker runs as, in messages: its image, or its pinned binary.
+    let shown = entry
+        .image
+        .clone()
+        .unwrap_or_else(|| format!("{name} (binary {})", image.manifest_digest));
     let url = spec::engine_url(args.port);
     let wrap = |e: crate::Error| crate::err!("worker {name}: {e}");
     let process = ProcessSpec {
-        args: spec::process_args(&entry.image, &image.entrypoint, &image.cmd, &url)
-            .map_err(wrap)?,
+        args: spec::process_args(&shown, &image.entrypoint, &image.cmd, &url).map_err(wrap)?,
         env: spec::environment(&image.env, &config_env, name, &url),
         cwd: spec::working_dir(image.working_dir.as_deref()),
-        user: spec::resolve_user(&image.rootfs, &entry.image, image.user.as_deref())
-            .map_err(wrap)?,
+        user: spec::resolve_user(&image.rootfs, &shown, image.user.as_deref()).map_err(wrap)?,
     };
     let spec = SandboxSpec {
         name: name.clone(),
