@@ -599,16 +599,32 @@ impl LogReader {
     }
 }
 
-/// Threads of this process whose name starts with `prefix` (VMM and channel threads are
-/// named after the worker).
-fn threads_named(prefix: &str) -> usize {
+/// Threads of this process whose name starts with one of `prefixes` (VMM and channel threads
+/// are named after the worker).
+fn threads_named(prefixes: &[&str]) -> usize {
     std::fs::read_dir("/proc/self/task")
         .unwrap()
         .flatten()
         .filter(|t| {
-            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.starts_with(prefix))
+            std::fs::read_to_string(t.path().join("comm"))
+                .is_ok_and(|c| prefixes.iter().any(|p| c.starts_with(p)))
         })
         .count()
+}
+
+/// How many of the threads named as in [`threads_named`] are still there after up to 2 s (every
+/// 10 ms): a joined thread can linger in `/proc/self/task` for a moment, since `join` returns
+/// once the kernel clears the thread's tid on exit, before the kernel has finished that exit
+/// and dropped the task, so a single read right after a join can still see it.
+fn threads_left(prefixes: &[&str]) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let n = threads_named(prefixes);
+        if n == 0 || Instant::now() >= deadline {
+            return n;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// The seccomp mode (`Seccomp:` in /proc: 0 none, 2 filter) of every thread of this process
@@ -692,10 +708,7 @@ fn vm_sandbox_start_signal_wait_over_the_console() {
     assert!(log.contains("guest: booted\n"), "{log}");
     assert!(log.contains("hello from the guest worker\n"), "{log}");
     assert!(log.contains("guest: got signal 15\n"), "{log}");
-    assert_eq!(
-        threads_named("iii-vmm-vp1") + threads_named("iii-vm-vp1"),
-        0
-    );
+    assert_eq!(threads_left(&["iii-vmm-vp1", "iii-vm-vp1"]), 0);
     // The disks: root cached beside the tree, layer in the worker's layer/.
     assert!(dir.path().join("rootfs.ext2").is_file());
     assert!(dir.path().join("vp1/layer/disk.ext2").is_file());
@@ -740,10 +753,7 @@ fn vm_sandbox_sigkill_and_drop_stop_the_vm() {
     let (sb, reader) = start_protocol_sandbox(dir.path(), "vp4", &["/bin/worker"]);
     drop(sb);
     reader.join();
-    assert_eq!(
-        threads_named("iii-vmm-vp4") + threads_named("iii-vm-vp4"),
-        0
-    );
+    assert_eq!(threads_left(&["iii-vmm-vp4", "iii-vm-vp4"]), 0);
 }
 
 #[test]
@@ -836,7 +846,7 @@ fn vm_sandbox_start_fails_cleanly_when_the_guest_is_not_iii_init() {
     assert!(e.contains("vp5") && e.contains("announcement"), "{e}");
     assert!(!e.contains('\n'));
     reader.join();
-    assert_eq!(threads_named("iii-vmm-vp5"), 0);
+    assert_eq!(threads_left(&["iii-vmm-vp5"]), 0);
     // A guest that ends at once (tests/guests/basic.c exits) is named as such.
     let (r, reader) = try_start_guest("basic", dir.path(), "vp6", &["/bin/worker"]);
     let e = r.err().expect("start fails").to_string();

@@ -12,10 +12,11 @@
 //!   first start and kept across restarts (`remove` deletes it with `layer/`);
 //! - the initramfs: the running (static) iii binary as `/init`, in `<worker_dir>/vm/`.
 //!
-//! The guest's serial console goes to the worker's stdout (kernel messages and the worker's
-//! own output land in its log); the virtio-console is the control channel, served on the host
-//! by the same [`channel`] code as the `namespace` backend's socketpair: the `Start` message, the
-//! worker's exit, signals, streams opened with [`ControlHandle`], and the engine link.
+//! The guest's serial console goes to the worker's stdout: the worker's own output lands in its
+//! log, the kernel's messages do not ([`CMDLINE`] quiets them, all but an oops or panic); the
+//! virtio-console is the control channel, served on the host by the same [`channel`] code as
+//! the `namespace` backend's socketpair: the `Start` message, the worker's exit, signals,
+//! streams opened with [`ControlHandle`], and the engine link.
 //!
 //! Lifetime: the VM ends when init reboots the guest after the worker exited, or when it is
 //! stopped ([`Sandbox::signal`] with SIGKILL, or dropping the sandbox). [`Sandbox::wait`]
@@ -47,11 +48,14 @@ pub const MIN_GUEST_MEMORY_MIB: u64 = 64;
 /// and its inode budget.
 pub const LAYER_BYTES: u64 = 4 << 30;
 pub const LAYER_INODES: u64 = 65_536;
-/// Kernel command line: serial console (the worker's log), reset on reboot/panic (the VMM's
-/// end of the guest), iii as init from the initramfs.
 /// How long a guest may take from boot to init's announcement on the control channel.
 pub const BOOT_TIMEOUT: Duration = Duration::from_secs(60);
-pub const CMDLINE: &str = "console=ttyS0 reboot=k panic=-1 quiet rdinit=/init";
+/// Kernel command line: serial console (the worker's log), reset on reboot/panic (the VMM's
+/// end of the guest), iii as init from the initramfs. `loglevel=1` keeps the kernel's own
+/// messages off that console, and so out of the worker's log, except `KERN_EMERG` and an
+/// oops or panic (which turn the console verbose, so the log says why the guest died before
+/// the reset): `quiet` alone still lets `KERN_ERR` and worse through (a driver's failed probe).
+pub const CMDLINE: &str = "console=ttyS0 reboot=k panic=-1 quiet loglevel=1 rdinit=/init";
 
 /// Backend options beyond the [`SandboxSpec`].
 #[derive(Debug, Clone)]
