@@ -27,11 +27,16 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
         return Ok(0);
     }
     if !args.yes {
-        let question = format!("delete {} from the store?", plan.summary());
+        let question = format!(
+            "delete {} ({}) from the store?",
+            plan.summary(),
+            clear::human_bytes(plan.bytes())
+        );
         if !install::interactive() {
             return Err(err!(
-                "clear would delete {}; pass -y to confirm when not on a terminal",
-                plan.summary()
+                "clear would delete {} ({}); pass -y to confirm when not on a terminal",
+                plan.summary(),
+                clear::human_bytes(plan.bytes())
             ));
         }
         if !install::confirm(&question) {
@@ -39,6 +44,6 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
         }
     }
     let freed = clear::execute(&plan)?;
-    crate::say!("freed {} ({})", clear::human_bytes(freed), plan.summary());
+    crate::say!("freed {}: {}", clear::human_bytes(freed), plan.summary());
     Ok(0)
 }

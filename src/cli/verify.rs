@@ -49,9 +49,12 @@ pub fn run(ctx: &Ctx, args: Args) -> Result<i32> {
         ));
     }
     crate::say!(
-        "config.yaml matches {} ({} workers pinned{})",
+        "config.yaml matches {} ({} pinned{})",
         lock_path.display(),
-        lock.workers.len(),
+        match lock.workers.len() {
+            1 => "1 worker".to_string(),
+            n => format!("{n} workers"),
+        },
         if args.strict {
             ", dependencies satisfied"
         } else {

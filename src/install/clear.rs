@@ -42,16 +42,15 @@ impl Plan {
         self.images.is_empty() && self.binaries.is_empty() && self.blobs.is_empty()
     }
 
-    /// `2 images, 1 binary and 14 blobs (12.3 MiB)`.
+    /// `2 images, 1 binary and 14 blobs`.
     pub fn summary(&self) -> String {
         let n =
             |k: usize, one: &str, many: &str| format!("{k} {}", if k == 1 { one } else { many });
         format!(
-            "{}, {} and {} ({})",
+            "{}, {} and {}",
             n(self.images.len(), "image", "images"),
             n(self.binaries.len(), "binary", "binaries"),
             n(self.blobs.len(), "blob", "blobs"),
-            human_bytes(self.bytes())
         )
     }
 }
@@ -344,6 +343,7 @@ mod tests {
             binaries: vec![],
             blobs: vec![(Digest::of(b"y"), 1 << 20), (Digest::of(b"z"), 0)],
         };
-        assert_eq!(p.summary(), "1 image, 0 binaries and 2 blobs (2.0 MiB)");
+        assert_eq!(p.summary(), "1 image, 0 binaries and 2 blobs");
+        assert_eq!(human_bytes(p.bytes()), "2.0 MiB");
     }
 }

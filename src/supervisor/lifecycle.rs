@@ -233,6 +233,10 @@ pub fn list(project: &Project) -> Result<Vec<ListRow>> {
     let config = Config::load_lenient(&project.config_path)?;
     let now = state::now_secs();
     let links = engine_links(project);
+    // A bare registry-managed entry shows what iii.lock pins for it.
+    let lock = crate::lockfile::Lock::load(&project.lock_path())
+        .ok()
+        .flatten();
     let mut rows = Vec::new();
     for w in &config.workers {
         let st = state::read(&project.worker_dir(&w.name))
@@ -249,7 +253,12 @@ pub fn list(project: &Project) -> Result<Vec<ListRow>> {
         };
         rows.push(ListRow {
             name: w.name.clone(),
-            image: w.image.clone().unwrap_or_else(|| "-".into()),
+            image: w.image.clone().unwrap_or_else(|| {
+                match lock.as_ref().and_then(|l| l.workers.get(&w.name)) {
+                    Some(p) => format!("({} {})", p.kind.as_str(), p.version),
+                    None => "(not pinned)".into(),
+                }
+            }),
             status: st.status_text(),
             sandbox,
             sandbox_note,
