@@ -321,7 +321,8 @@ pub fn install(
         let bytes = extract(&archive, name)?;
         std::fs::remove_file(&archive).ok();
         let rootfs = tmp.join("rootfs");
-        for d in ["bin", "etc", "workspace"] {
+        // Mount points the sandboxes' init expects in any root (an image has them).
+        for d in ["bin", "etc", "workspace", "proc", "dev", "sys", "run"] {
             std::fs::create_dir_all(rootfs.join(d))
                 .with_context(|| format!("creating {}", rootfs.join(d).display()))?;
         }
