@@ -18,6 +18,10 @@ use iii::net::policy::{Policy, Rule};
 use iii::net::{Network, Settings, GATEWAY};
 use netns::Lab;
 
+/// Held by the tests that count this process's open fds, so that one's connections do not
+/// read as the other's leak (the other tests hold a handful of fds at most).
+static FD_COUNTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// What the stack wrote to the worker's log.
 type Log = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
 
@@ -354,6 +358,7 @@ print(r, got)
 
 #[test]
 fn many_connections_and_a_udp_flood_stay_bounded() {
+    let _counting = FD_COUNTING.lock().unwrap_or_else(|p| p.into_inner());
     let Some((lab, net, _log)) = lab("churn", None, vec![], 1) else {
         return;
     };
@@ -404,4 +409,99 @@ print(ok)
     );
     drop(net);
     let _ = Ipv4Addr::UNSPECIFIED;
+}
+
+#[test]
+fn a_flooding_worker_leaves_another_workers_network_alone_and_nothing_open_after_it_stops() {
+    let _counting = FD_COUNTING.lock().unwrap_or_else(|p| p.into_inner());
+    let fds_before = netns::count_fds();
+    let Some((flood_lab, flood_net, _l1)) = lab("flooder", None, vec![], 1) else {
+        return;
+    };
+    let Some((calm_lab, calm_net, _l2)) = lab("calm", None, vec![], 1) else {
+        return;
+    };
+    let _srv = flood_lab.remote_spawn(&["python3", "-c", TCP_SERVER, "0.0.0.0", "9000"], "ready");
+    let _echo = flood_lab.remote_spawn(&["python3", "-c", UDP_ECHO, "9001"], "ready");
+    let _calm_srv =
+        calm_lab.remote_spawn(&["python3", "-c", TCP_SERVER, "0.0.0.0", "9000"], "ready");
+    let n = 20 << 20;
+    // The calm worker's transfer alone, then again while the other worker floods.
+    let calm = |lab: &Lab| {
+        let out = lab.worker_run(
+            &[
+                "python3",
+                "-c",
+                TCP_CLIENT,
+                &lab.remote_ip.to_string(),
+                "9000",
+                "get",
+                &n.to_string(),
+            ],
+            120,
+        );
+        let f: Vec<String> = out.split_whitespace().map(str::to_string).collect();
+        assert_eq!(f[0], n.to_string(), "{out}");
+        assert_eq!(f[1], sha_of_pattern(n), "the calm worker's bytes differ");
+        f[2].parse::<f64>().unwrap()
+    };
+    let alone = calm(&calm_lab);
+    let remote = flood_lab.remote_ip.to_string();
+    let flood_ns = flood_lab.worker_ns.clone();
+    let flooder = std::thread::spawn(move || {
+        let out = std::process::Command::new("ip")
+            .args([
+                "netns", "exec", &flood_ns, "timeout", "-s", "KILL", "180", "python3", "-c",
+            ])
+            .arg(
+                r#"
+import socket, sys
+ok = 0
+for i in range(2000):
+    s = socket.create_connection((sys.argv[1], 9000), timeout=20); s.close(); ok += 1
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for i in range(200000):
+    try: u.sendto(b"f" * 1200, (sys.argv[1], 9001 + (i % 50)))
+    except OSError: pass
+print(ok)
+"#,
+            )
+            .arg(&remote)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let rss_before = netns::rss_kib();
+    let during = calm(&calm_lab);
+    assert_eq!(flooder.join().unwrap(), "2000", "the flooder's connections");
+    let rss = netns::rss_kib();
+    eprintln!(
+        "calm worker: 20 MiB in {alone} s alone, {during} s beside a flood; RSS {rss_before} → {rss} KiB"
+    );
+    // Bounded memory, and the calm worker still moves its bytes in reasonable time.
+    assert!(
+        rss < rss_before + 64 * 1024,
+        "RSS grew from {rss_before} to {rss} KiB"
+    );
+    assert!(
+        during < alone * 10.0 + 5.0,
+        "{alone} s alone, {during} s beside the flood"
+    );
+    // The flooder stops: its network's sockets and threads go with it.
+    drop(flood_net);
+    drop(calm_net);
+    drop((flood_lab, calm_lab));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let fds = netns::count_fds();
+        if fds <= fds_before + 24 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "fds {fds_before} → {fds} after both networks stopped"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
