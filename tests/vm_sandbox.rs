@@ -542,7 +542,7 @@ fn try_start_guest_with_engine(
             memory_bytes: Some(64 << 20),
             pids: None,
         },
-        network: iii::sandbox::Network::Isolated,
+        network,
         engine_addr,
         engine_link: None,
     };
@@ -577,6 +577,24 @@ impl LogReader {
         });
         LogReader { buf, thread }
     }
+) -> (iii::Result<vmsb::VmSandbox>, LogReader) {
+    try_start_guest_on(
+        guest,
+        dir,
+        name,
+        args,
+        engine_addr,
+        iii::sandbox::Network::Isolated,
+    )
+}
+
+fn try_start_guest_on(
+    guest: &str,
+    dir: &Path,
+    name: &str,
+    args: &[&str],
+    engine_addr: std::net::SocketAddr,
+    network: iii::sandbox::Network,
 
     /// Wait until the output contains `needle`.
     fn wait_for(&self, needle: &str) {
@@ -719,6 +737,36 @@ fn vm_sandbox_start_signal_wait_over_the_console() {
 fn vm_sandbox_guest_ending_without_an_exit_is_a_sandbox_failure() {
     let dir = TempDir::new("vm-proto-vanish");
     if protocol_guest(dir.path()).is_none() {
+#[test]
+fn an_egress_vm_sandbox_has_its_network_running_until_it_stops() {
+    let dir = TempDir::new("vm-egress");
+    if protocol_guest(dir.path()).is_none() {
+        return;
+    }
+    let (sb, reader) = try_start_guest_on(
+        "sandbox_init",
+        dir.path(),
+        "vnet",
+        &["/bin/worker"],
+        "127.0.0.1:1".parse().unwrap(),
+        iii::sandbox::Network::Egress(Default::default()),
+    );
+    let mut sb = sb.unwrap();
+    // The NIC's host side: the worker's user-mode network, in this (monitor) process. No
+    // other test here runs one.
+    assert_eq!(
+        threads_named(&["network"]),
+        1,
+        "the worker's network thread"
+    );
+    sb.signaller()(libc::SIGTERM).unwrap();
+    sb.wait().unwrap();
+    assert_eq!(threads_left(&["network"]), 0, "the network outlived its VM");
+    drop(sb);
+    let log = reader.join();
+    assert!(!log.contains("no NIC"), "{log}");
+}
+
         return;
     }
     let (mut sb, reader) = start_protocol_sandbox(dir.path(), "vp2", &["vanish"]);

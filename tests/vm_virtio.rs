@@ -244,3 +244,42 @@ fn host_that_never_reads_cannot_wedge_teardown() {
     );
     assert_eq!(out.text(), "virtio-console at d0000000\nflooding\n");
 }
+
+#[test]
+fn the_nic_carries_frames_both_ways_without_their_virtio_header() {
+    require_kvm!();
+    let dir = TempDir::new("vm-net");
+    let mut cfg = VmConfig::new(build_guest("net", dir.path()));
+    cfg.memory_mib = 16;
+    cfg.nic_mtu = Some(65_520);
+    let out = Capture::default();
+    cfg.serial_out = Box::new(out.clone());
+    let mut vm = Vm::build(cfg).unwrap();
+    let nic = vm.take_nic().expect("the NIC's host end");
+    nic.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let runner = std::thread::spawn(move || run_with_watchdog(vm, 30));
+
+    // What the guest sent: its 64-byte frame, the 12-byte header gone.
+    let mut buf = vec![0u8; 70_000];
+    let n = nic.recv(&mut buf).expect("a frame from the guest");
+    assert_eq!(n, 64, "serial: {}", out.text());
+    assert_eq!(&buf[..6], &[0xff; 6]);
+    assert_eq!(&buf[6..12], &[0x52, 0x55, 0x0a, 0x00, 0x02, 0x0f]);
+    assert_eq!(&buf[12..14], &[0x88, 0xb5]);
+    assert_eq!(&buf[14..29], b"ping from guest");
+    // And back: the guest finds it behind a header saying one buffer.
+    let mut reply = vec![
+        0x52, 0x55, 0x0a, 0x00, 0x02, 0x0f, 0x52, 0x55, 0x0a, 0, 2, 2, 0x88, 0xb5,
+    ];
+    reply.extend_from_slice(b"pong from host");
+    reply.resize(60, 0);
+    nic.send(&reply).unwrap();
+
+    let (r, fired) = runner.join().unwrap();
+    assert!(!fired, "watchdog fired; serial: {}", out.text());
+    assert_eq!(r.unwrap(), VmExit::Exited(0), "serial: {}", out.text());
+    let text = out.text();
+    assert!(text.contains("virtio-net at d0001000\n"), "{text}");
+    assert!(text.contains("fff0"), "the MTU in config space: {text}");
+    assert!(text.contains("got: pong from host\n"), "{text}");
+}

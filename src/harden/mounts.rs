@@ -225,7 +225,11 @@ pub fn build_root(
     ensure_dir(root, "workspace")?;
     seed_etc(root, hostname, host_network);
     if let Some(net) = network {
-        bind_network_files(root, layers, net)?;
+        let dir = Path::new(layers.upper)
+            .parent()
+            .map(|p| p.join("net"))
+            .ok_or_else(|| err!("the writable layer {} has no parent", layers.upper))?;
+        bind_network_files(root, &dir, net)?;
     }
 
     let null = dev.join("null");
@@ -298,18 +302,15 @@ fn seed_etc(root: &Path, hostname: &str, host_network: bool) {
 }
 
 /// Put the virtual NIC's name resolution in place: `/etc/resolv.conf` (the gateway's DNS)
-/// and `/etc/hosts`, written beside the worker's layer on the host and bound read-only over
-/// the image's files, so the image's own files in the shared tree stay as they are.
-fn bind_network_files(
+/// and `/etc/hosts`, written into `dir` (beside the worker's layer on the host; a tmpfs in a
+/// guest) and bound read-only over the image's files, so the image's own files stay as they
+/// are.
+pub fn bind_network_files(
     root: &Path,
-    layers: &Layers<'_>,
+    dir: &Path,
     net: &crate::protocol::NetworkConfig,
 ) -> Result<()> {
-    let dir = Path::new(layers.upper)
-        .parent()
-        .map(|p| p.join("net"))
-        .ok_or_else(|| err!("the writable layer {} has no parent", layers.upper))?;
-    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let etc = ensure_dir(root, "etc")?;
     for (name, text) in [("resolv.conf", &net.resolv_conf), ("hosts", &net.hosts)] {
         let src = dir.join(name);

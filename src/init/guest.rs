@@ -161,6 +161,23 @@ fn wait_for(dev: &str) -> Result<()> {
     Ok(())
 }
 
+/// Configure the virtio-net NIC `eth0` as the host's network expects (address, default route
+/// through the gateway, MTU). The driver registers it while the kernel boots, before init runs;
+/// waiting a little covers a late probe.
+pub fn nic_up() -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !Path::new("/sys/class/net/eth0").exists() {
+        if Instant::now() > deadline {
+            return Err(err!(
+                "network: the guest has no eth0 (is virtio-net in its kernel?)"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    crate::net::link::configure("eth0", &crate::net::worker_setup())
+        .map_err(|e| err!("network: configuring eth0: {e}"))
+}
+
 fn bring_up() -> Result<(UnixStream, libc::pid_t)> {
     const NOSUID_NODEV_NOEXEC: libc::c_ulong = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
     mount("proc", "/proc", "proc", NOSUID_NODEV_NOEXEC, None)?;

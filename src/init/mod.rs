@@ -223,6 +223,15 @@ fn setup(cfg: &InitConfig, chan: &UnixStream, dec: &mut Decoder) -> Result<()> {
         Setup::Vm => {
             mounts::set_hostname(&cfg.hostname)?;
             mounts::loopback_up()?;
+            if let Some(net) = &cfg.network {
+                crate::init::guest::nic_up()?;
+                // On the guest's devtmpfs: in memory, gone with the VM, never in the layer.
+                mounts::bind_network_files(
+                    std::path::Path::new("/"),
+                    std::path::Path::new("/dev/.iii-net"),
+                    net,
+                )?;
+            }
         }
     }
     Ok(())

@@ -235,7 +235,8 @@ fn install(s: &mut Step, home: &std::path::Path, store: &Store) -> Result<()> {
     let name = s.node.name.clone();
     let (kind, source) = match &s.what {
         What::Binary(a) => {
-            binary::install(home, &name, a, &mut |m| crate::say!("{m}"))?;
+            binary::install(home, &name, a, &mut |m| crate::say!("{m}"))
+                .map_err(|e| err!("worker {name}: {e}"))?;
             (
                 Kind::Binary,
                 Some(Source::Binary {

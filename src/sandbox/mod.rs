@@ -15,6 +15,7 @@ use crate::Result;
 pub mod channel;
 pub mod microvm;
 pub mod namespace;
+pub mod nic;
 pub mod vm;
 
 /// The per-worker writable layer lives in `<worker_dir>/layer/` (both backends): `remove` deletes

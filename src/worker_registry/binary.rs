@@ -109,8 +109,13 @@ pub fn check_url(url: &str) -> Result<()> {
             .collect(),
     };
     if let Some(bad) = addrs.iter().find(|a| !is_public(**a)) {
+        let what = if host == bad.to_string() {
+            host.to_string()
+        } else {
+            format!("{host} is {bad}, which")
+        };
         return Err(err!(
-            "binary download {url:?}: {host} is {bad}, not a public address; downloads go to public hosts only"
+            "binary download {url:?}: {what} is not a public address; downloads go to public hosts only"
         ));
     }
     Ok(())
@@ -200,19 +205,19 @@ pub fn fetch(url: &str, sha256: &str, dest: &Path) -> Result<()> {
     ))
 }
 
-/// The entry of the `.tar.gz` at `archive` whose file name is `name`, as bytes.
-pub fn extract(archive: &Path, name: &str) -> Result<Vec<u8>> {
-    let f =
-        std::fs::File::open(archive).with_context(|| format!("opening {}", archive.display()))?;
+/// The entry of the `.tar.gz` at `archive` whose file name is `name`, as bytes. Errors name
+/// the archive as `label` (its URL: the file itself is a temporary).
+pub fn extract(archive: &Path, name: &str, label: &str) -> Result<Vec<u8>> {
+    let f = std::fs::File::open(archive).with_context(|| format!("opening {label}"))?;
     let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(f));
     let entries = tar
         .entries()
-        .with_context(|| format!("{}: not a tar.gz", archive.display()))?;
+        .with_context(|| format!("{}: not a tar.gz", label))?;
     for entry in entries {
-        let mut entry = entry.with_context(|| format!("{}: corrupt archive", archive.display()))?;
+        let mut entry = entry.with_context(|| format!("{}: corrupt archive", label))?;
         let path = entry
             .path()
-            .with_context(|| format!("{}: bad entry name", archive.display()))?
+            .with_context(|| format!("{}: bad entry name", label))?
             .into_owned();
         if path.file_name().and_then(|n| n.to_str()) != Some(name) {
             continue;
@@ -228,14 +233,14 @@ pub fn extract(archive: &Path, name: &str) -> Result<Vec<u8>> {
         if escapes {
             return Err(err!(
                 "{}: entry {} would land outside the install directory",
-                archive.display(),
+                label,
                 path.display()
             ));
         }
         if !entry.header().entry_type().is_file() {
             return Err(err!(
                 "{}: entry {} is not a regular file",
-                archive.display(),
+                label,
                 path.display()
             ));
         }
@@ -243,19 +248,15 @@ pub fn extract(archive: &Path, name: &str) -> Result<Vec<u8>> {
         (&mut entry)
             .take(MAX_SIZE + 1)
             .read_to_end(&mut bytes)
-            .with_context(|| format!("{}: reading {}", archive.display(), path.display()))?;
+            .with_context(|| format!("{}: reading {}", label, path.display()))?;
         if bytes.len() as u64 > MAX_SIZE {
-            return Err(err!(
-                "{}: {} is too large",
-                archive.display(),
-                path.display()
-            ));
+            return Err(err!("{}: {} is too large", label, path.display()));
         }
         return Ok(bytes);
     }
     Err(err!(
         "{}: no entry named {name:?} (a binary worker's archive holds a file named after the worker)",
-        archive.display()
+        label
     ))
 }
 
@@ -318,7 +319,7 @@ pub fn install(
         let archive = tmp.join("artifact.tar.gz");
         said(&format!("{name}: downloading {}", artifact.url));
         fetch(&artifact.url, &artifact.sha256, &archive)?;
-        let bytes = extract(&archive, name)?;
+        let bytes = extract(&archive, name, &artifact.url)?;
         std::fs::remove_file(&archive).ok();
         let rootfs = tmp.join("rootfs");
         // Mount points the sandboxes' init expects in any root (an image has them).
@@ -428,18 +429,18 @@ mod tests {
             tarball(&[("README", b"hi"), ("dist/pdfkit", b"\x7fELF...")]),
         )
         .unwrap();
-        assert_eq!(extract(&a, "pdfkit").unwrap(), b"\x7fELF...");
-        assert!(extract(&a, "other")
+        assert_eq!(extract(&a, "pdfkit", "a.tar.gz").unwrap(), b"\x7fELF...");
+        assert!(extract(&a, "other", "a.tar.gz")
             .unwrap_err()
             .to_string()
             .contains("no entry named"));
         std::fs::write(&a, tarball(&[("../../pdfkit", b"evil")])).unwrap();
-        assert!(extract(&a, "pdfkit")
+        assert!(extract(&a, "pdfkit", "a.tar.gz")
             .unwrap_err()
             .to_string()
             .contains("outside"));
         std::fs::write(&a, b"not gzip").unwrap();
-        assert!(extract(&a, "pdfkit").is_err());
+        assert!(extract(&a, "pdfkit", "a.tar.gz").is_err());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -26,6 +26,7 @@ pub mod ext2;
 pub mod initramfs;
 
 use std::fs::{self, File};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -96,6 +97,8 @@ pub struct VmSandbox {
     chan: std::os::unix::net::UnixStream,
     control: ControlHandle,
     exit: Option<WorkerExit>,
+    /// The host side of the worker's NIC (`network: egress`); it stops when dropped.
+    network: Option<crate::net::Network>,
 }
 
 /// Where the cached root disk of the image tree `image_root` lives: beside it in the store.
@@ -194,19 +197,18 @@ pub fn start(spec: &SandboxSpec, stdio: Stdio, opts: &Options) -> Result<VmSandb
     cfg.initramfs = Some(initrd);
     cfg.kvm_device = opts.kvm_device.clone();
     cfg.serial_out = Box::new(File::from(stdio.stdout));
-    // The VMM has no virtio-net device yet: a VM worker gets loopback and the engine link,
-    // whatever its policy asks; its log says so rather than leaving a silent difference.
-    if matches!(spec.network, crate::sandbox::Network::Egress(_)) {
-        use std::io::Write;
-        let mut err = File::from(stdio.stderr);
-        let _ = writeln!(
-            err,
-            "iii: network: the vm sandbox has no NIC yet; this worker has loopback and the \
-             engine link only (sandbox: namespace gives it egress)"
-        );
-    } else {
-        drop(stdio.stderr);
-    }
+    // `egress`: a virtio-net NIC, served by the worker's user-mode network once the VM is
+    // built (its log, the worker's stderr, tells refused destinations).
+    let net_log = match &spec.network {
+        crate::sandbox::Network::Egress(_) => {
+            cfg.nic_mtu = Some(crate::net::MTU as u16);
+            Some(stdio.stderr)
+        }
+        _ => {
+            drop(stdio.stderr);
+            None
+        }
+    };
     cfg.disks = vec![
         DiskConfig {
             path: root_disk,
@@ -222,6 +224,25 @@ pub fn start(spec: &SandboxSpec, stdio: Stdio, opts: &Options) -> Result<VmSandb
         drop_capabilities(&spec.worker_dir)
             .with_context(|| format!("worker {name}: dropping the monitor's capabilities"))?;
     }
+    // After the capability drop, which needs the process single-threaded: the network runs
+    // threads of its own (and needs no privilege: its NIC is a socket it already holds).
+    let network = match (&spec.network, net_log, vm.take_nic()) {
+        (crate::sandbox::Network::Egress(egress), Some(log), Some(nic)) => {
+            // The network thread polls its frame descriptor: reads must not block it.
+            nic.set_nonblocking(true)
+                .with_context(|| format!("worker {name}: the NIC's socket"))?;
+            Some(
+                crate::sandbox::nic::serve(
+                    OwnedFd::from(nic),
+                    egress,
+                    spec.engine_addr.port(),
+                    log,
+                )
+                .map_err(wrap)?,
+            )
+        }
+        _ => None,
+    };
     let chan = vm
         .take_control_stream()
         .ok_or_else(|| err!("worker {name}: the VM has no control channel"))?;
@@ -250,7 +271,9 @@ pub fn start(spec: &SandboxSpec, stdio: Stdio, opts: &Options) -> Result<VmSandb
         // A guest has no host network to share: the engine link always carries it.
         engine_port,
         setup: Setup::Vm,
-        network: None,
+        network: network
+            .as_ref()
+            .map(|_| crate::sandbox::nic::init_config(name)),
     };
     if let Err(e) = await_guest_ready(&chan) {
         return Err(abort(vmm, e));
@@ -280,6 +303,7 @@ pub fn start(spec: &SandboxSpec, stdio: Stdio, opts: &Options) -> Result<VmSandb
         host,
         chan: chan_ctl,
         exit: None,
+        network,
     })
 }
 
@@ -338,6 +362,8 @@ impl VmSandbox {
             let _ = self.chan.shutdown(std::net::Shutdown::Both);
         }
         self.host.join();
+        // No NIC any more: its network (threads, host sockets) goes too.
+        drop(self.network.take());
         let reported = self.host.exit();
         let killed = self.killed.load(Ordering::SeqCst);
         let exit = match (reported, vm_result) {

@@ -106,10 +106,7 @@ pub fn start_with(spec: &SandboxSpec, stdio: Stdio, opts: &Options) -> Result<Na
             loopback: spec.network.own_namespace(),
         },
         network: match &spec.network {
-            Network::Egress(_) => Some(crate::protocol::NetworkConfig {
-                resolv_conf: crate::net::resolv_conf(),
-                hosts: crate::net::hosts(name),
-            }),
+            Network::Egress(_) => Some(crate::sandbox::nic::init_config(name)),
             Network::Isolated | Network::Host => None,
         },
     };
@@ -213,7 +210,7 @@ fn start_network(
     spec: &SandboxSpec,
     log: std::os::fd::OwnedFd,
 ) -> Result<crate::net::Network> {
-    use crate::net::{link, policy::Policy, Network, Settings};
+    use crate::net::link;
     let ns = PathBuf::from(format!("/proc/{pid}/ns/net"));
     let setup = crate::net::worker_setup();
     let tap = link::in_netns(&ns, move || {
@@ -222,26 +219,7 @@ fn start_network(
         Ok(fd)
     })
     .map_err(|e| err!("network: egress: {e} (network: none needs no NIC)"))?;
-    let log = std::sync::Mutex::new(File::from(log));
-    Network::start(
-        tap,
-        Settings {
-            setup,
-            policy: Policy::new(
-                egress.allow.clone(),
-                egress.host_ports.clone(),
-                spec.engine_addr.port(),
-                crate::net::GATEWAY,
-            ),
-            log: Box::new(move |line| {
-                use std::io::Write;
-                if let Ok(mut f) = log.lock() {
-                    let _ = writeln!(f, "iii: {line}");
-                }
-            }),
-        },
-    )
-    .map_err(|e| err!("starting the worker's network: {e}"))
+    crate::sandbox::nic::serve(tap, egress, spec.engine_addr.port(), log)
 }
 
 fn path_str(p: &std::path::Path) -> Result<String> {

@@ -8,6 +8,7 @@ use super::devices::serial::{Serial, COM1_IRQ};
 use super::devices::virtio::block::Block;
 use super::devices::virtio::console::Console;
 use super::devices::virtio::mmio::{MmioTransport, REG_QUEUE_NOTIFY};
+use super::devices::virtio::net::Net;
 use super::devices::virtio::VirtioDevice;
 use super::devices::{Bus, VIRTIO_IRQ_BASE, VIRTIO_MMIO_BASE, VIRTIO_MMIO_SIZE};
 use super::kvm::bindings::*;
@@ -96,7 +97,8 @@ pub fn build(cfg: VmConfig) -> Result<Vm> {
     vm_fd.create_irqchip()?;
     vm_fd.create_pit2()?;
 
-    // Devices: the control console first (if any), then the disks, one mmio slot each.
+    // Devices: the control console first (if any), then the disks, then the NIC (if any), one
+    // mmio slot each.
     let mut devices: Vec<Box<dyn VirtioDevice>> = Vec::new();
     let mut control = None;
     if cfg.control_channel {
@@ -106,6 +108,12 @@ pub fn build(cfg: VmConfig) -> Result<Vm> {
     }
     for d in &cfg.disks {
         devices.push(Box::new(Block::open(&d.path, d.read_only)?));
+    }
+    let mut nic = None;
+    if let Some(mtu) = cfg.nic_mtu {
+        let (net, host) = Net::new(mtu)?;
+        devices.push(Box::new(net));
+        nic = Some(host);
     }
     let mut cmdline = cfg.cmdline.clone();
     let (spawner, spawn_queue) = spawner::channel();
@@ -153,6 +161,7 @@ pub fn build(cfg: VmConfig) -> Result<Vm> {
         _kvm: kvm,
         _mem: mem,
         control,
+        nic,
         state: Arc::new(RunState::new()),
         spawn_queue: Some(spawn_queue),
         progress,

@@ -85,6 +85,9 @@ pub struct VmConfig {
     pub kvm_device: PathBuf,
 }
 
+    /// Add a virtio-net NIC with this MTU (after the disks): its frames come out of
+    /// [`Vm::take_nic`].
+    pub nic_mtu: Option<u16>,
 impl VmConfig {
     /// One vCPU, 512 MiB, serial console, control channel, no disks; output discarded.
     pub fn new(kernel: PathBuf) -> VmConfig {
@@ -100,6 +103,7 @@ impl VmConfig {
             kvm_device: PathBuf::from("/dev/kvm"),
         }
     }
+            nic_mtu: None,
 }
 
 /// How a VM ended (guest crashes and VMM failures are `Err`).
@@ -139,6 +143,7 @@ pub struct Vm {
     control: Option<UnixStream>,
     state: Arc<RunState>,
     /// Device activations (on vCPU threads) queue here; served while the VM runs.
+    nic: Option<std::os::unix::net::UnixDatagram>,
     spawn_queue: Option<spawner::SpawnerQueue>,
     progress: ProgressLog,
     boot: BootSetup,
@@ -156,6 +161,11 @@ impl Vm {
 
     pub fn stop_handle(&self) -> StopHandle {
         StopHandle {
+    /// The host end of the NIC ([`VmConfig::nic_mtu`]): one Ethernet frame per datagram.
+    pub fn take_nic(&mut self) -> Option<std::os::unix::net::UnixDatagram> {
+        self.nic.take()
+    }
+
             state: self.state.clone(),
         }
     }
