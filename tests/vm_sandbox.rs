@@ -542,6 +542,75 @@ fn try_start_guest_with_engine(
             memory_bytes: Some(64 << 20),
             pids: None,
         },
+#[test]
+fn linux_guest_worker_reaches_the_host_through_its_nic_and_is_held_to_its_policy() {
+    if let Some((why, _)) = linux_guest_unavailable() {
+        skip!("{why}");
+        return;
+    }
+    let kernel = std::env::var("III_TEST_KERNEL").unwrap();
+    let Some(p) = Project::new() else { return };
+    // A host service the worker may reach at its gateway (host_ports), and one it may not.
+    let open = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = open.local_addr().unwrap().port();
+    let closed_port = closed.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let (mut c, _) = open.accept().unwrap();
+        let mut buf = [0u8; 1024];
+        let _ = c.read(&mut buf);
+        let _ = c.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 19\r\n\r\nhello from the host");
+    });
+    p.write_config(&format!(
+        "    sandbox: vm\n    resources: {{cpus: 1, memory: 256Mi}}\n    network: {{host_ports: [{port}]}}\n"
+    ));
+    let init = guest_init();
+    let env = [
+        ("III_KERNEL", kernel.as_str()),
+        ("III_VM_INIT", init.to_str().unwrap()),
+    ];
+    let out = p.iii(&["worker", "start", "w"], &env);
+    assert!(out.status.success(), "{}", stderr(&out));
+    p.wait_status(&env, "running", 60);
+    let script = format!(
+        "echo '== nics'; ls /sys/class/net; \
+         echo '== route'; ip route; \
+         echo '== host'; wget -q -T 10 -O- http://10.0.2.2:{port}/; echo; \
+         echo '== closed'; wget -q -T 5 -O- http://10.0.2.2:{closed_port}/ >/dev/null 2>&1 && echo open || echo refused; \
+         echo '== resolv'; cat /etc/resolv.conf"
+    );
+    let out = p.iii(&["worker", "exec", "w", "--", "sh", "-c", &script], &env);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stop = p.iii(&["worker", "stop", "-t", "10", "w"], &env);
+    assert!(stop.status.success(), "{}", stderr(&stop));
+    drop(closed);
+    assert_eq!(out.status.code(), Some(0), "{text}{}", stderr(&out));
+    let section = |tag: &str| -> Vec<String> {
+        text.split(&format!("== {tag}\n"))
+            .nth(1)
+            .unwrap_or("")
+            .lines()
+            .take_while(|l| !l.starts_with("== "))
+            .map(str::to_string)
+            .collect()
+    };
+    assert_eq!(section("nics"), ["eth0", "lo"], "{text}");
+    assert!(
+        section("route")
+            .iter()
+            .any(|l| l.starts_with("default via 10.0.2.2")),
+        "{text}"
+    );
+    assert_eq!(section("host"), ["hello from the host"], "{text}");
+    assert_eq!(section("closed"), ["refused"], "{text}");
+    assert!(
+        section("resolv").iter().any(|l| l == "nameserver 10.0.2.2"),
+        "{text}"
+    );
+    server.join().unwrap();
+}
+
         network,
         engine_addr,
         engine_link: None,
