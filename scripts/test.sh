@@ -32,3 +32,6 @@ fi
 file "$bin" | grep -Eq 'static(-pie)? linked' || { echo "error: $bin is not statically linked" >&2; exit 1; }
 "$bin" --help >/dev/null
 echo "static binary: $bin ($(du -h "$bin" | cut -f1))"
+# The shipped binary's VMM threads run under seccomp allow-lists written against two libcs:
+# drive a vm worker (start, logs, stop; every VMM thread confined) with the static build too.
+III_TEST_III=$PWD/$bin cargo test --test vm_sandbox cli_start_logs_stop_of_a_vm_worker -- --test-threads=1

@@ -227,7 +227,11 @@ impl Project {
     }
 
     fn iii(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_iii"));
+        // III_TEST_III: another iii build to drive (the static musl release, whose VMM
+        // threads must live within the same seccomp lists as this debug build's).
+        let bin =
+            std::env::var_os("III_TEST_III").unwrap_or_else(|| env!("CARGO_BIN_EXE_iii").into());
+        let mut c = Command::new(bin);
         c.arg("-c")
             .arg(self.dir.path().join("config.yaml"))
             .args(args)

@@ -37,12 +37,15 @@ const COMMON: &[Allow] = &[
     Allow::call(libc::SYS_writev),
     Allow::call(libc::SYS_close),
     // Descriptor flags: Rust checks a descriptor is open before closing it (F_GETFD, debug
-    // builds), duplicating one is F_DUPFD_CLOEXEC.
+    // builds), duplicating one is F_DUPFD_CLOEXEC — which musl follows with F_SETFD on the new
+    // descriptor (for kernels that ignored the flag): found when the static build's vCPU died
+    // activating the console (audit: syscall=72).
     Allow::with_arg(
         libc::SYS_fcntl,
         1,
         &[
             libc::F_GETFD as u32,
+            libc::F_SETFD as u32,
             libc::F_GETFL as u32,
             libc::F_SETFL as u32,
             libc::F_DUPFD_CLOEXEC as u32,
