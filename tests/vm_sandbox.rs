@@ -227,6 +227,11 @@ impl Project {
     }
 
     fn iii(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        self.iii_fed(args, env, None)
+    }
+
+    /// [`Project::iii`] with `input` on its stdin (then closed), or /dev/null.
+    fn iii_fed(&self, args: &[&str], env: &[(&str, &str)], input: Option<&[u8]>) -> Output {
         // III_TEST_III: another iii build to drive (the static musl release, whose VMM
         // threads must live within the same seccomp lists as this debug build's).
         let bin =
@@ -241,11 +246,29 @@ impl Project {
             .env_remove("III_CONFIG_PATH")
             .env_remove("III_KERNEL")
             .env_remove("III_KVM_DEVICE")
-            .stdin(Stdio::null());
+            .stdin(if input.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         for (k, v) in env {
             c.env(k, v);
         }
-        c.output().expect("running iii")
+        let mut child = c.spawn().expect("running iii");
+        let feeder = child.stdin.take().map(|mut stdin| {
+            let data = input.unwrap_or_default().to_vec();
+            std::thread::spawn(move || {
+                use std::io::Write;
+                let _ = stdin.write_all(&data);
+            })
+        });
+        let out = child.wait_with_output().expect("running iii");
+        if let Some(f) = feeder {
+            f.join().unwrap();
+        }
+        out
     }
 
     fn row(&self, env: &[(&str, &str)]) -> Value {
@@ -475,6 +498,19 @@ fn linux_guest_runs_a_worker_with_logs_exec_and_stop() {
     );
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "w\n");
+    // -t without a terminal here: the command still gets one, in the guest.
+    let out = p.iii(&["worker", "exec", "-t", "w", "--", "tty"], &env);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("/dev/pts/"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // Pipe mode: 200 KB of every byte value in, the same bytes out; closing stdin is EOF.
+    let data: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 256) as u8).collect();
+    let out = p.iii_fed(&["worker", "exec", "w", "--", "cat"], &env, Some(&data));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(out.stdout == data, "{} bytes came back", out.stdout.len());
     let out = p.iii(&["worker", "stop", "-t", "10", "w"], &env);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
@@ -489,63 +525,12 @@ fn linux_guest_runs_a_worker_with_logs_exec_and_stop() {
     wait_logs("run 2\n");
     let out = p.iii(&["worker", "stop", "-t", "10", "w"], &env);
     assert!(out.status.success(), "{}", stderr(&out));
+    // remove deletes the writable layer with the rest of the worker's state.
+    let out = p.iii(&["worker", "remove", "w"], &env);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!p.dir.path().join(".iii/workers/w").exists());
 }
 
-/// The protocol stand-in guest (`tests/guests/sandbox_init.c`), or why it cannot run here.
-fn protocol_guest(dir: &Path) -> Option<PathBuf> {
-    if let Some(why) = vm_support::kvm_unavailable() {
-        skip!("{why}");
-        return None;
-    }
-    if !Path::new("/bin/busybox").exists() {
-        skip!("/bin/busybox (busybox-static) stands in for a static iii in the initramfs");
-        return None;
-    }
-    Some(vm_support::build_guest("sandbox_init", dir))
-}
-
-/// A started VM sandbox running the stand-in guest, and the reader of its log pipe.
-fn start_protocol_sandbox(dir: &Path, name: &str, args: &[&str]) -> (vmsb::VmSandbox, LogReader) {
-    let (sb, reader) = try_start_guest("sandbox_init", dir, name, args);
-    (sb.unwrap(), reader)
-}
-
-/// Start a VM sandbox with `tests/guests/<guest>.c` as its kernel.
-fn try_start_guest(
-    guest: &str,
-    dir: &Path,
-    name: &str,
-    args: &[&str],
-) -> (iii::Result<vmsb::VmSandbox>, LogReader) {
-    try_start_guest_with_engine(guest, dir, name, args, "127.0.0.1:1".parse().unwrap())
-}
-
-fn try_start_guest_with_engine(
-    guest: &str,
-    dir: &Path,
-    name: &str,
-    args: &[&str],
-    engine_addr: std::net::SocketAddr,
-) -> (iii::Result<vmsb::VmSandbox>, LogReader) {
-    let kernel = vm_support::build_guest(guest, dir);
-    let root = dir.join("rootfs");
-    std::fs::create_dir_all(root.join("etc")).unwrap();
-    std::fs::write(root.join("etc/hostname"), "x\n").unwrap();
-    let spec = SandboxSpec {
-        name: name.into(),
-        image_root: root,
-        worker_dir: dir.join(name),
-        process: ProcessSpec {
-            args: args.iter().map(|a| a.to_string()).collect(),
-            env: vec![("PATH".into(), "/bin".into())],
-            cwd: "/".into(),
-            user: Default::default(),
-        },
-        resources: iii::sandbox::Resources {
-            cpus: Some(1.0),
-            memory_bytes: Some(64 << 20),
-            pids: None,
-        },
 #[test]
 fn linux_guest_worker_reaches_the_host_through_its_nic_and_is_held_to_its_policy() {
     if let Some((why, _)) = linux_guest_unavailable() {
@@ -615,6 +600,79 @@ fn linux_guest_worker_reaches_the_host_through_its_nic_and_is_held_to_its_policy
     server.join().unwrap();
 }
 
+/// The protocol stand-in guest (`tests/guests/sandbox_init.c`), or why it cannot run here.
+fn protocol_guest(dir: &Path) -> Option<PathBuf> {
+    if let Some(why) = vm_support::kvm_unavailable() {
+        skip!("{why}");
+        return None;
+    }
+    if !Path::new("/bin/busybox").exists() {
+        skip!("/bin/busybox (busybox-static) stands in for a static iii in the initramfs");
+        return None;
+    }
+    Some(vm_support::build_guest("sandbox_init", dir))
+}
+
+/// A started VM sandbox running the stand-in guest, and the reader of its log pipe.
+fn start_protocol_sandbox(dir: &Path, name: &str, args: &[&str]) -> (vmsb::VmSandbox, LogReader) {
+    let (sb, reader) = try_start_guest("sandbox_init", dir, name, args);
+    (sb.unwrap(), reader)
+}
+
+/// Start a VM sandbox with `tests/guests/<guest>.c` as its kernel.
+fn try_start_guest(
+    guest: &str,
+    dir: &Path,
+    name: &str,
+    args: &[&str],
+) -> (iii::Result<vmsb::VmSandbox>, LogReader) {
+    try_start_guest_with_engine(guest, dir, name, args, "127.0.0.1:1".parse().unwrap())
+}
+
+fn try_start_guest_with_engine(
+    guest: &str,
+    dir: &Path,
+    name: &str,
+    args: &[&str],
+    engine_addr: std::net::SocketAddr,
+) -> (iii::Result<vmsb::VmSandbox>, LogReader) {
+    try_start_guest_on(
+        guest,
+        dir,
+        name,
+        args,
+        engine_addr,
+        iii::sandbox::Network::Isolated,
+    )
+}
+
+fn try_start_guest_on(
+    guest: &str,
+    dir: &Path,
+    name: &str,
+    args: &[&str],
+    engine_addr: std::net::SocketAddr,
+    network: iii::sandbox::Network,
+) -> (iii::Result<vmsb::VmSandbox>, LogReader) {
+    let kernel = vm_support::build_guest(guest, dir);
+    let root = dir.join("rootfs");
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    std::fs::write(root.join("etc/hostname"), "x\n").unwrap();
+    let spec = SandboxSpec {
+        name: name.into(),
+        image_root: root,
+        worker_dir: dir.join(name),
+        process: ProcessSpec {
+            args: args.iter().map(|a| a.to_string()).collect(),
+            env: vec![("PATH".into(), "/bin".into())],
+            cwd: "/".into(),
+            user: Default::default(),
+        },
+        resources: iii::sandbox::Resources {
+            cpus: Some(1.0),
+            memory_bytes: Some(64 << 20),
+            pids: None,
+        },
         network,
         engine_addr,
         engine_link: None,
@@ -650,24 +708,6 @@ impl LogReader {
         });
         LogReader { buf, thread }
     }
-) -> (iii::Result<vmsb::VmSandbox>, LogReader) {
-    try_start_guest_on(
-        guest,
-        dir,
-        name,
-        args,
-        engine_addr,
-        iii::sandbox::Network::Isolated,
-    )
-}
-
-fn try_start_guest_on(
-    guest: &str,
-    dir: &Path,
-    name: &str,
-    args: &[&str],
-    engine_addr: std::net::SocketAddr,
-    network: iii::sandbox::Network,
 
     /// Wait until the output contains `needle`.
     fn wait_for(&self, needle: &str) {
@@ -756,6 +796,36 @@ fn stand_in_guest_speaks_the_hosts_encoding() {
 }
 
 #[test]
+fn an_egress_vm_sandbox_has_its_network_running_until_it_stops() {
+    let dir = TempDir::new("vm-egress");
+    if protocol_guest(dir.path()).is_none() {
+        return;
+    }
+    let (sb, reader) = try_start_guest_on(
+        "sandbox_init",
+        dir.path(),
+        "vnet",
+        &["/bin/worker"],
+        "127.0.0.1:1".parse().unwrap(),
+        iii::sandbox::Network::Egress(Default::default()),
+    );
+    let mut sb = sb.unwrap();
+    // The NIC's host side: the worker's user-mode network, in this (monitor) process. No
+    // other test here runs one.
+    assert_eq!(
+        threads_named(&["network"]),
+        1,
+        "the worker's network thread"
+    );
+    sb.signaller()(libc::SIGTERM).unwrap();
+    sb.wait().unwrap();
+    assert_eq!(threads_left(&["network"]), 0, "the network outlived its VM");
+    drop(sb);
+    let log = reader.join();
+    assert!(!log.contains("no NIC"), "{log}");
+}
+
+#[test]
 fn vm_sandbox_start_signal_wait_over_the_console() {
     let dir = TempDir::new("vm-proto-sig");
     if protocol_guest(dir.path()).is_none() {
@@ -810,36 +880,6 @@ fn vm_sandbox_start_signal_wait_over_the_console() {
 fn vm_sandbox_guest_ending_without_an_exit_is_a_sandbox_failure() {
     let dir = TempDir::new("vm-proto-vanish");
     if protocol_guest(dir.path()).is_none() {
-#[test]
-fn an_egress_vm_sandbox_has_its_network_running_until_it_stops() {
-    let dir = TempDir::new("vm-egress");
-    if protocol_guest(dir.path()).is_none() {
-        return;
-    }
-    let (sb, reader) = try_start_guest_on(
-        "sandbox_init",
-        dir.path(),
-        "vnet",
-        &["/bin/worker"],
-        "127.0.0.1:1".parse().unwrap(),
-        iii::sandbox::Network::Egress(Default::default()),
-    );
-    let mut sb = sb.unwrap();
-    // The NIC's host side: the worker's user-mode network, in this (monitor) process. No
-    // other test here runs one.
-    assert_eq!(
-        threads_named(&["network"]),
-        1,
-        "the worker's network thread"
-    );
-    sb.signaller()(libc::SIGTERM).unwrap();
-    sb.wait().unwrap();
-    assert_eq!(threads_left(&["network"]), 0, "the network outlived its VM");
-    drop(sb);
-    let log = reader.join();
-    assert!(!log.contains("no NIC"), "{log}");
-}
-
         return;
     }
     let (mut sb, reader) = start_protocol_sandbox(dir.path(), "vp2", &["vanish"]);
