@@ -283,3 +283,31 @@ fn the_nic_carries_frames_both_ways_without_their_virtio_header() {
     assert!(text.contains("fff0"), "the MTU in config space: {text}");
     assert!(text.contains("got: pong from host\n"), "{text}");
 }
+
+#[test]
+fn the_nic_behind_the_user_mode_network_answers_arp_for_the_gateway() {
+    require_kvm!();
+    let dir = TempDir::new("vm-net-arp");
+    let mut cfg = VmConfig::new(build_guest("net", dir.path()));
+    cfg.memory_mib = 16;
+    cfg.cmdline = "arp".into();
+    cfg.nic_mtu = Some(65_520);
+    let out = Capture::default();
+    cfg.serial_out = Box::new(out.clone());
+    let mut vm = Vm::build(cfg).unwrap();
+    let nic = vm.take_nic().expect("the NIC's host end");
+    nic.set_nonblocking(true).unwrap();
+    // The worker's network exactly as a vm worker's monitor serves it.
+    let (log, _log_rd) = std::os::unix::net::UnixStream::pair().unwrap();
+    let net = iii::sandbox::nic::serve(nic.into(), &iii::sandbox::Egress::default(), 1, log.into())
+        .unwrap();
+    let (r, fired) = run_with_watchdog(vm, 30);
+    drop(net);
+    assert!(!fired, "watchdog fired; serial: {}", out.text());
+    assert_eq!(r.unwrap(), VmExit::Exited(0), "serial: {}", out.text());
+    assert!(
+        out.text().contains("arp reply from "),
+        "serial: {}",
+        out.text()
+    );
+}

@@ -123,6 +123,22 @@ pub fn program(role: Role) -> Vec<libc::sock_filter> {
 /// would create). Sets no_new_privs on this thread first, which seccomp needs without
 /// CAP_SYS_ADMIN; other threads of the process are unaffected.
 pub fn confine(role: Role) -> io::Result<()> {
+    keep_malloc_off_the_filesystem();
     seccomp::set_no_new_privs()?;
     seccomp::install(&program(role))
+}
+
+/// glibc's malloc, the first time it shrinks a thread arena's heap (a free that leaves a big
+/// top chunk: a device thread freeing its frame buffers as it ends, say), opens
+/// /proc/sys/vm/overcommit_memory — an `openat` the filter kills, taking the whole monitor
+/// with it at the end of every VM with a NIC (found by the NIC tests; audit: syscall=257). A
+/// trim threshold above the largest thread heap (64 MiB) means it never shrinks one that way;
+/// heaps still go away whole, by munmap. musl's malloc opens nothing.
+fn keep_malloc_off_the_filesystem() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only sets a tuning parameter of the allocator; it is safe to call from
+    // any thread at any time.
+    unsafe {
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 128 << 20);
+    }
 }
