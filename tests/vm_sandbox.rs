@@ -499,7 +499,8 @@ fn linux_guest_runs_a_worker_with_logs_exec_and_stop() {
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "w\n");
     // -t without a terminal here: the command still gets one, in the guest.
-    let out = p.iii(&["worker", "exec", "-t", "w", "--", "tty"], &env);
+    // (`tty` through busybox: the test image links only a few applets.)
+    let out = p.iii(&["worker", "exec", "-t", "w", "--", "busybox", "tty"], &env);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(
         String::from_utf8_lossy(&out.stdout).starts_with("/dev/pts/"),
@@ -562,15 +563,22 @@ fn linux_guest_worker_reaches_the_host_through_its_nic_and_is_held_to_its_policy
     let out = p.iii(&["worker", "start", "w"], &env);
     assert!(out.status.success(), "{}", stderr(&out));
     p.wait_status(&env, "running", 60);
+    // (busybox nc, not wget: busybox's wget segfaults on this minimal guest kernel even for
+    // 127.0.0.1, a NULL write inside busybox — nothing to do with the NIC.)
     let script = format!(
         "echo '== nics'; ls /sys/class/net; \
          echo '== route'; ip route; \
-         echo '== host'; wget -q -T 10 -O- http://10.0.2.2:{port}/; echo; \
-         echo '== closed'; wget -q -T 5 -O- http://10.0.2.2:{closed_port}/ >/dev/null 2>&1 && echo open || echo refused; \
+         echo '== host'; echo GET | nc -w 10 10.0.2.2 {port} 2>&1 | tail -n 1; echo; \
+         echo '== closed'; nc -w 5 10.0.2.2 {closed_port} </dev/null >/dev/null 2>&1 && echo open || echo refused; \
          echo '== resolv'; cat /etc/resolv.conf"
     );
     let out = p.iii(&["worker", "exec", "w", "--", "sh", "-c", &script], &env);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let logs = p.iii(&["worker", "logs", "w"], &env);
+    let text = format!(
+        "{text}== worker log\n{}",
+        String::from_utf8_lossy(&logs.stdout)
+    );
     let stop = p.iii(&["worker", "stop", "-t", "10", "w"], &env);
     assert!(stop.status.success(), "{}", stderr(&stop));
     drop(closed);
@@ -584,7 +592,12 @@ fn linux_guest_worker_reaches_the_host_through_its_nic_and_is_held_to_its_policy
             .map(str::to_string)
             .collect()
     };
-    assert_eq!(section("nics"), ["eth0", "lo"], "{text}");
+    // (A kernel with IPv6 also lists its sit0 tunnel device.)
+    let nics = section("nics");
+    assert!(
+        nics.iter().any(|n| n == "eth0") && nics.iter().any(|n| n == "lo"),
+        "{text}"
+    );
     assert!(
         section("route")
             .iter()
