@@ -408,6 +408,61 @@ fn auto_falls_back_to_namespace_and_list_says_why() {
     assert!(out.status.success(), "{}", stderr(&out));
 }
 
+/// `sandbox: auto` boots the configured kernel once to decide (a probe whose verdict is cached
+/// under III_HOME): `vm` where this KVM boots it, `namespace` with the probe's reason where it
+/// does not (a nested paravirtual KVM), and `list` after that answers from the cache.
+#[test]
+fn auto_picks_vm_only_where_the_kernel_boots() {
+    let Some(kernel) = std::env::var("III_TEST_KERNEL").ok() else {
+        skip!("III_TEST_KERNEL is not set (scripts/build-guest-kernel.sh)");
+        return;
+    };
+    if let Err(e) = iii::sandbox::vm::check_host(Path::new("/dev/kvm")) {
+        skip!("{e}");
+        return;
+    }
+    let Some(p) = Project::new() else { return };
+    p.write_config("    sandbox: auto\n");
+    let env = [("III_KERNEL", kernel.as_str())];
+    let r = p.row(&env);
+    let probes = p.dir.path().join("store/cache/kvm-probe");
+    let cached: Vec<PathBuf> = std::fs::read_dir(&probes)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(cached.len(), 1, "one verdict: {cached:?}");
+    let verdict = std::fs::read_to_string(&cached[0]).unwrap();
+    if iii::sandbox::vm::paravirtual_kvm() {
+        assert_eq!(r["sandbox"], "namespace", "{r}");
+        let note = r["sandbox_note"].as_str().unwrap_or_default();
+        assert!(note.contains("did not boot on /dev/kvm"), "{r}");
+        assert!(verdict.starts_with("no "), "{verdict}");
+    } else {
+        assert_eq!(r["sandbox"], "vm", "{r}");
+        assert!(r.get("sandbox_note").is_none(), "{r}");
+        assert!(verdict.starts_with("ok "), "{verdict}");
+    }
+    // The second time it is the cache that answers: the same choice, the verdict not rewritten.
+    let written = std::fs::metadata(&cached[0]).unwrap().modified().unwrap();
+    assert_eq!(p.row(&env)["sandbox"], r["sandbox"]);
+    assert_eq!(
+        std::fs::metadata(&cached[0]).unwrap().modified().unwrap(),
+        written
+    );
+    // A file that is no kernel never boots, whatever the KVM.
+    let bogus = p.dir.path().join("not-a-kernel");
+    std::fs::write(&bogus, b"not a kernel").unwrap();
+    let r = p.row(&[("III_KERNEL", bogus.to_str().unwrap())]);
+    assert_eq!(r["sandbox"], "namespace", "{r}");
+    assert!(
+        r["sandbox_note"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("not-a-kernel did not boot"),
+        "{r}"
+    );
+}
+
 /// The iii the guest runs as /init: `III_VM_INIT` (a static build of this tree), else the iii
 /// under test.
 fn guest_init() -> PathBuf {

@@ -1,7 +1,7 @@
 //! The monitor's two outside dependencies behind one seam: finding an installed image in the
 //! store, and starting a sandbox with the chosen backend.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::config::{SandboxChoice, VmSettings, WorkerEntry};
 use crate::lockfile::{sha256_value, Kind, Lock, Source};
@@ -151,9 +151,75 @@ pub fn kvm_device() -> PathBuf {
     }
 }
 
+/// How long the probe waits for a kernel to reach its root-mount panic: well under a second on
+/// a hardware KVM, a few seconds on one nested under emulation.
+const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// Whether the KVM `device` boots `kernel` ([`crate::sandbox::vm::probe`]; the error says why
+/// not, in one line). Remembered under `III_HOME/cache/kvm-probe/`, keyed by the kernel's path,
+/// size and mtime and the device's path and number: one boot per kernel and device, not one
+/// per `list` or worker start; a rebuilt kernel or another device is probed afresh.
+pub fn kvm_boots(kernel: &Path, device: &Path) -> std::result::Result<(), String> {
+    use sha2::Digest;
+    use std::os::unix::fs::MetadataExt;
+    let k = kernel.display();
+    let meta = std::fs::metadata(kernel).map_err(|e| format!("guest kernel {k}: {e}"))?;
+    if !meta.is_file() {
+        return Err(format!("guest kernel {k} is not a file"));
+    }
+    let rdev = std::fs::metadata(device).map(|m| m.rdev()).unwrap_or(0);
+    let key = format!(
+        "{k}\0{}\0{}.{}\0{}\0{rdev}",
+        meta.len(),
+        meta.mtime(),
+        meta.mtime_nsec(),
+        device.display()
+    );
+    let name = crate::oci::digest::hex_lower(&sha2::Sha256::digest(key.as_bytes()));
+    let cache = crate::project::store_home()
+        .ok()
+        .map(|h| h.join("cache").join("kvm-probe").join(name));
+    let cached = || {
+        let s = std::fs::read_to_string(cache.as_ref()?).ok()?;
+        match s.trim_end().split_once(' ') {
+            Some(("ok", _)) => Some(Ok(())),
+            Some(("no", why)) => Some(Err(why.to_string())),
+            _ => None,
+        }
+    };
+    if let Some(v) = cached() {
+        return v;
+    }
+    // Workers start on threads of their own: one probe at a time in this process, the others
+    // then read its verdict.
+    static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(v) = cached() {
+        return v;
+    }
+    let verdict = crate::sandbox::vm::probe::boots_linux(kernel, device, PROBE_TIMEOUT)
+        .map_err(|e| format!("{k} did not boot on {}: {}", device.display(), e.message()));
+    if let Some(c) = &cache {
+        let line = match &verdict {
+            Ok(took) => format!("ok {} ms\n", took.as_millis()),
+            Err(why) => format!("no {why}\n"),
+        };
+        let tmp = c.with_extension(format!("tmp{}", std::process::id()));
+        let wrote = c
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| std::fs::write(&tmp, line))
+            .and_then(|()| std::fs::rename(&tmp, c));
+        if wrote.is_err() {
+            let _ = std::fs::remove_file(&tmp); // no cache: the next call probes again
+        }
+    }
+    verdict.map(|_| ())
+}
+
 /// The backend `sandbox:` asks for on this host: `auto` picks `vm` only when a guest kernel is
-/// configured and the KVM device passes [`crate::sandbox::vm::check_host`], else `namespace`
-/// (saying why in [`Choice::note`]).
+/// configured, the KVM device passes [`crate::sandbox::vm::check_host`] and boots that kernel
+/// ([`kvm_boots`]), else `namespace` (saying why in [`Choice::note`]).
 pub fn choose(choice: SandboxChoice, vm: &VmSettings) -> Choice {
     let kernel = configured_kernel(vm);
     match choice {
@@ -170,14 +236,11 @@ pub fn choose(choice: SandboxChoice, vm: &VmSettings) -> Choice {
         SandboxChoice::Auto => {
             let why_not = match &kernel {
                 None => Some("auto: no guest kernel (set III_KERNEL or vm.kernel)".to_string()),
-                Some(_) => match crate::sandbox::vm::check_host(&kvm_device()) {
+                Some(k) => match crate::sandbox::vm::check_host(&kvm_device()) {
                     Err(e) => Some(format!("auto: {}", e.message())),
-                    Ok(()) if crate::sandbox::vm::paravirtual_kvm() => Some(
-                        "auto: /dev/kvm is paravirtual KVM (kvm_pvm), which cannot boot a stock \
-                         Linux kernel; set `sandbox: vm` to try anyway"
-                            .to_string(),
-                    ),
-                    Ok(()) => None,
+                    Ok(()) => kvm_boots(k, &kvm_device())
+                        .err()
+                        .map(|why| format!("auto: {why}; set `sandbox: vm` to try anyway")),
                 },
             };
             match why_not {
@@ -265,6 +328,12 @@ mod tests {
         assert_eq!(parse_signal("SIGRTMIN+3"), Some(libc::SIGRTMIN() + 3));
         assert_eq!(parse_signal("SIGBOGUS"), None);
         assert_eq!(parse_signal("0"), None);
+    }
+
+    #[test]
+    fn a_kernel_that_is_not_there_never_boots() {
+        let e = kvm_boots(Path::new("/nonexistent/bzImage"), Path::new("/dev/kvm")).unwrap_err();
+        assert!(e.starts_with("guest kernel /nonexistent/bzImage: "), "{e}");
     }
 
     #[test]

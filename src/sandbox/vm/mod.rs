@@ -8,7 +8,8 @@
 //! transport with its devices (console for a byte stream to the guest, block for disks);
 //! [`builder`] assembles a [`Vm`]; [`vcpu`] runs one thread per vCPU; [`spawner`] creates the
 //! device threads; [`seccomp`] confines every vCPU and device thread to the system calls its
-//! job needs; [`sys`] holds the few other system calls it makes.
+//! job needs; [`sys`] holds the few other system calls it makes; [`probe`] boots a kernel once
+//! to learn whether a KVM device can run it at all.
 //!
 //! ```no_run
 //! # use iii::sandbox::vm::{Vm, VmConfig};
@@ -25,6 +26,7 @@ pub mod builder;
 pub mod devices;
 pub mod kvm;
 pub mod memory;
+pub mod probe;
 pub mod seccomp;
 pub mod spawner;
 pub mod sys;
@@ -83,11 +85,11 @@ pub struct VmConfig {
     pub control_channel: bool,
     /// The KVM device (normally `/dev/kvm`).
     pub kvm_device: PathBuf,
-}
-
     /// Add a virtio-net NIC with this MTU (after the disks): its frames come out of
     /// [`Vm::take_nic`].
     pub nic_mtu: Option<u16>,
+}
+
 impl VmConfig {
     /// One vCPU, 512 MiB, serial console, control channel, no disks; output discarded.
     pub fn new(kernel: PathBuf) -> VmConfig {
@@ -101,9 +103,9 @@ impl VmConfig {
             serial_out: Box::new(std::io::sink()),
             control_channel: true,
             kvm_device: PathBuf::from("/dev/kvm"),
+            nic_mtu: None,
         }
     }
-            nic_mtu: None,
 }
 
 /// How a VM ended (guest crashes and VMM failures are `Err`).
@@ -141,9 +143,9 @@ pub struct Vm {
     /// Held so guest RAM stays mapped until the VM fd (and every vCPU) is closed.
     _mem: Arc<GuestMemory>,
     control: Option<UnixStream>,
+    nic: Option<std::os::unix::net::UnixDatagram>,
     state: Arc<RunState>,
     /// Device activations (on vCPU threads) queue here; served while the VM runs.
-    nic: Option<std::os::unix::net::UnixDatagram>,
     spawn_queue: Option<spawner::SpawnerQueue>,
     progress: ProgressLog,
     boot: BootSetup,
@@ -159,13 +161,13 @@ impl Vm {
         self.control.take()
     }
 
-    pub fn stop_handle(&self) -> StopHandle {
-        StopHandle {
     /// The host end of the NIC ([`VmConfig::nic_mtu`]): one Ethernet frame per datagram.
     pub fn take_nic(&mut self) -> Option<std::os::unix::net::UnixDatagram> {
         self.nic.take()
     }
 
+    pub fn stop_handle(&self) -> StopHandle {
+        StopHandle {
             state: self.state.clone(),
         }
     }
