@@ -93,16 +93,7 @@ if ! ours probe; then USE_ADD=0; ours probe; fi
 WHAT=$([ "$USE_ADD" = 1 ] && echo "iii worker add" || echo "examples/pull")
 rm -rf "$WORK/home-probe" "$WORK/proj-probe"
 
-now() { date +%s.%N; }
-best() { # command : best of 3, each into a fresh target
-    local best= t0 t1 dt
-    for i in 1 2 3; do
-        t0=$(now); "$@" "$i"; t1=$(now)
-        dt=$(echo "$t1 - $t0" | bc)
-        if [ -z "$best" ] || [ "$(echo "$dt < $best" | bc)" = 1 ]; then best=$dt; fi
-    done
-    echo "$best"
-}
+source scripts/lib/bench.sh
 run_tar() { mkdir -p "$WORK/tar-$1"; tar -xzf "$LAYER" -C "$WORK/tar-$1"; }
 run_skopeo() {
     skopeo copy -q --src-tls-verify=false "docker://$IMAGE" "oci:$WORK/oci-$1:1" >/dev/null

@@ -80,16 +80,7 @@ cargo build --release --bin iii >&2
 III=$ROOT/target/release/iii
 export SSL_CERT_FILE=$WORK/tls.crt III_ALLOW_PRIVATE_DOWNLOADS=1
 
-now() { date +%s.%N; }
-best() { # runs "$@" N with N = 1..3 (each into a fresh target); best wall time
-    local best= t0 t1 dt
-    for i in 1 2 3; do
-        t0=$(now); "$@" "$i"; t1=$(now)
-        dt=$(echo "$t1 - $t0" | bc)
-        if [ -z "$best" ] || [ "$(echo "$dt < $best" | bc)" = 1 ]; then best=$dt; fi
-    done
-    echo "$best"
-}
+source scripts/lib/bench.sh
 cold_sync() { III_HOME=$WORK/home-$1 "$III" -c "$PROJ/config.yaml" worker sync --frozen 2>>"$WORK/sync.log"; }
 skopeo_copy() {
     for w in alpha beta gamma; do

@@ -115,13 +115,9 @@ fn sha_of_pattern(n: usize) -> String {
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
-#[test]
-fn tcp_100_mb_both_ways_byte_exact() {
-    let Some((lab, _net, _log)) = lab("bulk", None, vec![], 1) else {
-        return;
-    };
-    let _srv = lab.remote_spawn(&["python3", "-c", TCP_SERVER, "0.0.0.0", "9000"], "ready");
-    let n = 100 << 20;
+/// The worker fetches `n` bytes of the pattern from the remote's TCP_SERVER on port 9000:
+/// checked byte for byte; the seconds it took.
+fn fetch(lab: &Lab, n: usize) -> f64 {
     let out = lab.worker_run(
         &[
             "python3",
@@ -137,7 +133,18 @@ fn tcp_100_mb_both_ways_byte_exact() {
     let f: Vec<&str> = out.split_whitespace().collect();
     assert_eq!(f[0], n.to_string(), "{out}");
     assert_eq!(f[1], sha_of_pattern(n), "remote → worker bytes differ");
-    eprintln!("remote → worker: 100 MiB in {} s", f[2]);
+    f[2].parse().unwrap()
+}
+
+#[test]
+fn tcp_100_mb_both_ways_byte_exact() {
+    let Some((lab, _net, _log)) = lab("bulk", None, vec![], 1) else {
+        return;
+    };
+    let _srv = lab.remote_spawn(&["python3", "-c", TCP_SERVER, "0.0.0.0", "9000"], "ready");
+    let n = 100 << 20;
+    let secs = fetch(&lab, n);
+    eprintln!("remote → worker: 100 MiB in {secs} s");
     let out = lab.worker_run(
         &[
             "python3",
@@ -427,24 +434,7 @@ fn a_flooding_worker_leaves_another_workers_network_alone_and_nothing_open_after
         calm_lab.remote_spawn(&["python3", "-c", TCP_SERVER, "0.0.0.0", "9000"], "ready");
     let n = 20 << 20;
     // The calm worker's transfer alone, then again while the other worker floods.
-    let calm = |lab: &Lab| {
-        let out = lab.worker_run(
-            &[
-                "python3",
-                "-c",
-                TCP_CLIENT,
-                &lab.remote_ip.to_string(),
-                "9000",
-                "get",
-                &n.to_string(),
-            ],
-            120,
-        );
-        let f: Vec<String> = out.split_whitespace().map(str::to_string).collect();
-        assert_eq!(f[0], n.to_string(), "{out}");
-        assert_eq!(f[1], sha_of_pattern(n), "the calm worker's bytes differ");
-        f[2].parse::<f64>().unwrap()
-    };
+    let calm = |lab: &Lab| fetch(lab, n);
     let alone = calm(&calm_lab);
     let remote = flood_lab.remote_ip.to_string();
     let flood_ns = flood_lab.worker_ns.clone();

@@ -304,40 +304,24 @@ enum Node {
 }
 
 fn snapshot(root: &Path) -> BTreeMap<String, Node> {
-    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, Node>) {
-        let mut entries: Vec<_> = std::fs::read_dir(dir).unwrap().flatten().collect();
-        entries.sort_by_key(|e| e.file_name());
-        for e in entries {
-            let path = e.path();
-            let rel = path
-                .strip_prefix(root)
-                .unwrap()
-                .to_string_lossy()
-                .into_owned();
-            let m = std::fs::symlink_metadata(&path).unwrap();
-            let node = if m.file_type().is_symlink() {
-                Node::Symlink(std::fs::read_link(&path).unwrap().display().to_string())
-            } else if m.is_dir() {
-                walk(root, &path, out);
-                Node::Dir {
-                    mode: m.mode() & 0o7777,
-                }
-            } else if m.is_file() {
-                Node::File {
-                    mode: m.mode() & 0o7777,
-                    uid: m.uid(),
-                    gid: m.gid(),
-                    sha: worker_api::sha256_hex(&std::fs::read(&path).unwrap()),
-                }
-            } else {
-                Node::Other { mode: m.mode() }
-            };
-            out.insert(rel, node);
+    support::tree::snapshot_with(root, |path, m| {
+        if m.file_type().is_symlink() {
+            Node::Symlink(support::tree::link_target(path))
+        } else if m.is_dir() {
+            Node::Dir {
+                mode: m.mode() & 0o7777,
+            }
+        } else if m.is_file() {
+            Node::File {
+                mode: m.mode() & 0o7777,
+                uid: m.uid(),
+                gid: m.gid(),
+                sha: worker_api::sha256_hex(&std::fs::read(path).unwrap()),
+            }
+        } else {
+            Node::Other { mode: m.mode() }
         }
-    }
-    let mut out = BTreeMap::new();
-    walk(root, root, &mut out);
-    out
+    })
 }
 
 /// Every difference between two snapshots, one line each.
@@ -425,6 +409,46 @@ fn serve_pdfkit(
     nodes.extend_from_slice(extra);
     f.api.set_graph("pdfkit", graph(&nodes, edges));
     (url, sha)
+}
+
+/// The registry graph two tests share: `pdfkit` (a binary) depending on `imgconv ^1.0` (an
+/// image pushed to a real registry), served to an empty project.
+struct PdfkitGraph {
+    reg: Registry,
+    f: Fixture,
+    /// imgconv's manifest digest, and its reference as the registry names it.
+    digest: String,
+    image: String,
+    /// pdfkit's artifact URL and sha256.
+    url: String,
+    sha: String,
+    p: Project,
+}
+
+impl PdfkitGraph {
+    fn new() -> Option<PdfkitGraph> {
+        let reg = Registry::start(Auth::None)?;
+        let f = fixture()?;
+        let digest = push_busybox(&reg, "team/imgconv", "1.0.0", "imgconv")?;
+        let image = format!("{}/team/imgconv:1.0.0", reg.host);
+        let (url, sha) = serve_pdfkit(
+            &f,
+            json!({"imgconv": "^1.0"}),
+            &[image_node("imgconv", "1.0.0", &image)],
+            &[("pdfkit", "imgconv", "^1.0")],
+        );
+        let p = Project::with(&f.api, Some(&f.files));
+        std::fs::write(p.config(), "workers: []\n").unwrap();
+        Some(PdfkitGraph {
+            reg,
+            f,
+            digest,
+            image,
+            url,
+            sha,
+            p,
+        })
+    }
 }
 
 /// The registry's busybox image under `repo:tag`, plus a layer with `marker`, so every
@@ -552,22 +576,19 @@ fn add_registry_binary_writes_bare_entry_and_reference_lock() {
 
 #[test]
 fn add_installs_dependency_graph_into_config_and_lock() {
-    let Some(reg) = Registry::start(Auth::None) else {
+    let Some(PdfkitGraph {
+        reg,
+        // Held: its API and file servers serve the whole test.
+        f: _servers,
+        digest,
+        image,
+        url,
+        sha,
+        p,
+    }) = PdfkitGraph::new()
+    else {
         return;
     };
-    let Some(f) = fixture() else { return };
-    let Some(digest) = push_busybox(&reg, "team/imgconv", "1.0.0", "imgconv") else {
-        return;
-    };
-    let image = format!("{}/team/imgconv:1.0.0", reg.host);
-    let (url, sha) = serve_pdfkit(
-        &f,
-        json!({"imgconv": "^1.0"}),
-        &[image_node("imgconv", "1.0.0", &image)],
-        &[("pdfkit", "imgconv", "^1.0")],
-    );
-    let p = Project::with(&f.api, Some(&f.files));
-    std::fs::write(p.config(), "workers: []\n").unwrap();
 
     let out = p.iii(&["worker", "add", "pdfkit"]);
     ok(&out, "add pdfkit (with imgconv)");
@@ -927,22 +948,19 @@ fn sync_pins_config_workers_missing_from_the_lock() {
 
 #[test]
 fn frozen_sync_reproduces_store_and_refuses_drift() {
-    let Some(reg) = Registry::start(Auth::None) else {
+    let Some(PdfkitGraph {
+        reg,
+        // Held: its API and file servers serve the whole test.
+        f: _servers,
+        digest,
+        image,
+        url: _,
+        sha,
+        p,
+    }) = PdfkitGraph::new()
+    else {
         return;
     };
-    let Some(f) = fixture() else { return };
-    let Some(digest) = push_busybox(&reg, "team/imgconv", "1.0.0", "imgconv") else {
-        return;
-    };
-    let image = format!("{}/team/imgconv:1.0.0", reg.host);
-    let (_, sha) = serve_pdfkit(
-        &f,
-        json!({"imgconv": "^1.0"}),
-        &[image_node("imgconv", "1.0.0", &image)],
-        &[("pdfkit", "imgconv", "^1.0")],
-    );
-    let p = Project::with(&f.api, Some(&f.files));
-    std::fs::write(p.config(), "workers: []\n").unwrap();
     ok(&p.iii(&["worker", "add", "pdfkit"]), "add pdfkit");
     let (config0, lock0) = p.files();
 

@@ -367,18 +367,7 @@ fn add_engine(project: &Project, name: &str, version: Option<&str>) -> Result<Ve
 
 /// One worker from `GET /download/<name>`, for registries without `/resolve`.
 fn legacy(name: &str, version: Option<&str>, why: &str) -> Result<Resolved> {
-    let node = |kind: &str, version: String| Node {
-        name: name.to_string(),
-        kind: kind.to_string(),
-        version,
-        repo: None,
-        config: None,
-        binaries: None,
-        image: None,
-        archive_url: None,
-        sha256: None,
-        dependencies: None,
-    };
+    let node = |kind: &str, version: String| Node::bare(name, kind, &version);
     let n = match registry::download(name, version) {
         Ok(Download::Binary {
             version, binaries, ..

@@ -115,7 +115,7 @@ pub fn drift(config: &Config, lock: &Lock, target: &str) -> Vec<Problem> {
         };
         match (&w.image, &pin.source) {
             (Some(image), Some(Source::Image { image: pinned })) => {
-                if !crate::supervisor::backend::same_repository(image, pinned) {
+                if !crate::oci::reference::same_repository(image, pinned) {
                     problems.push(Problem::Mismatch {
                         name,
                         config: format!("image {image}"),

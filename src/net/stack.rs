@@ -75,8 +75,11 @@ pub struct Network {
 
 impl Network {
     /// Serve the NIC whose frames `frames` reads and writes (a TAP fd, or one end of a
-    /// datagram socket pair: one frame per read or write, non-blocking).
+    /// datagram socket pair: one frame per read or write; made non-blocking here).
     pub fn start(frames: OwnedFd, settings: Settings) -> io::Result<Network> {
+        // The thread polls for frames: a read must never block it (a TAP is made
+        // non-blocking; a socket handed over may not be).
+        crate::sys::fd::set_nonblocking(frames.as_raw_fd(), true)?;
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         poll.registry().register(

@@ -126,6 +126,15 @@ impl Reference {
     }
 }
 
+/// Whether two references name the same repository of the same registry (tags and digests
+/// aside); `false` when either does not parse.
+pub fn same_repository(a: &str, b: &str) -> bool {
+    match (Reference::parse(a), Reference::parse(b)) {
+        (Ok(a), Ok(b)) => a.registry == b.registry && a.repository == b.repository,
+        _ => false,
+    }
+}
+
 impl fmt::Display for Reference {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.registry, self.repository)?;

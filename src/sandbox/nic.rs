@@ -10,7 +10,7 @@ use super::Egress;
 use crate::net::{policy::Policy, Network, Settings};
 use crate::{err, Result};
 
-/// Serve `frames` (non-blocking; one Ethernet frame per read and write) for a worker whose engine listens
+/// Serve `frames` (one Ethernet frame per read and write) for a worker whose engine listens
 /// on `engine_port`; `log` is the worker's log (its stderr).
 pub fn serve(frames: OwnedFd, egress: &Egress, engine_port: u16, log: OwnedFd) -> Result<Network> {
     let log = std::sync::Mutex::new(File::from(log));

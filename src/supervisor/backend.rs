@@ -60,7 +60,7 @@ pub fn lookup_worker(project: &Project, entry: &WorkerEntry) -> Result<ImageInfo
         )
     };
     match (&entry.image, pinned.and_then(|p| p.source.as_ref())) {
-        (image, Some(Source::Image { image: pin })) if image.as_deref().is_none_or(|i| same_repository(i, pin)) => {
+        (image, Some(Source::Image { image: pin })) if image.as_deref().is_none_or(|i| crate::oci::reference::same_repository(i, pin)) => {
             let digest = crate::oci::Reference::parse(pin)?
                 .digest
                 .ok_or_else(|| err!("worker {name}: iii.lock pin {pin} has no digest"))?;
@@ -112,15 +112,6 @@ pub fn lookup_worker(project: &Project, entry: &WorkerEntry) -> Result<ImageInfo
                 project.lock_path().display()
             )),
         },
-    }
-}
-
-/// Whether two references name the same repository (tags and digests aside).
-pub fn same_repository(a: &str, b: &str) -> bool {
-    use crate::oci::Reference;
-    match (Reference::parse(a), Reference::parse(b)) {
-        (Ok(a), Ok(b)) => a.registry == b.registry && a.repository == b.repository,
-        _ => false,
     }
 }
 

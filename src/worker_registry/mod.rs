@@ -96,6 +96,25 @@ pub enum Failure {
     Other(crate::Error),
 }
 
+impl Node {
+    /// A node of `kind` with nothing but its name and version (the rest filled in by whoever
+    /// builds it).
+    pub fn bare(name: &str, kind: &str, version: &str) -> Node {
+        Node {
+            name: name.to_string(),
+            kind: kind.to_string(),
+            version: version.to_string(),
+            repo: None,
+            config: None,
+            binaries: None,
+            image: None,
+            archive_url: None,
+            sha256: None,
+            dependencies: None,
+        }
+    }
+}
+
 impl Resolved {
     /// Check the graph — unique names, edges between declared workers, no cycle, every
     /// worker reachable from the root — and return the workers in install order
@@ -321,18 +340,7 @@ mod tests {
     use super::*;
 
     fn node(name: &str) -> Node {
-        Node {
-            name: name.into(),
-            kind: "engine".into(),
-            version: "1.0.0".into(),
-            repo: None,
-            config: None,
-            binaries: None,
-            image: None,
-            archive_url: None,
-            sha256: None,
-            dependencies: None,
-        }
+        Node::bare(name, "engine", "1.0.0")
     }
 
     fn graph(nodes: &[&str], edges: &[(&str, &str)]) -> Resolved {

@@ -4,7 +4,8 @@
 //! artifacts; and the pieces of a binary worker: a small C program compiled at test time and
 //! `.tar.gz` archives with raw (possibly hostile) entry names.
 //!
-//! Include it with skip.rs and tempdir.rs: `#[path = "common/worker_api.rs"] mod worker_api;`
+//! Include it with skip.rs, tempdir.rs and `mod support;` (for its server certificate):
+//! `#[path = "common/worker_api.rs"] mod worker_api;`
 
 #![allow(dead_code)]
 
@@ -275,36 +276,7 @@ impl FileServer {
         let root = dir.path().join("www");
         std::fs::create_dir_all(&root).unwrap();
         let (key, cert) = (dir.path().join("tls.key"), dir.path().join("tls.crt"));
-        let out = Command::new("openssl")
-            .args([
-                "req",
-                "-x509",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=127.0.0.1",
-                "-addext",
-                "subjectAltName=IP:127.0.0.1",
-                "-addext",
-                "basicConstraints=critical,CA:FALSE",
-                "-addext",
-                "extendedKeyUsage=serverAuth",
-            ])
-            .arg("-keyout")
-            .arg(&key)
-            .arg("-out")
-            .arg(&cert)
-            .stdin(Stdio::null())
-            .output()
-            .expect("running openssl req");
-        assert!(
-            out.status.success(),
-            "openssl req: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        crate::support::registry::server_certificate(&key, &cert, "subjectAltName=IP:127.0.0.1");
         let mut child = Command::new("python3")
             .arg("-c")
             .arg(PY_SERVER)

@@ -142,21 +142,7 @@ impl Registry {
         let mut tls_cert = None;
         if let Some(san) = tls {
             let (key, cert) = (dir.path().join("tls.key"), dir.path().join("tls.crt"));
-            self_signed(
-                &key,
-                &cert,
-                &[
-                    "-subj",
-                    "/CN=127.0.0.1",
-                    "-addext",
-                    &san,
-                    // A server certificate, not a CA: rustls refuses a CA as the end entity.
-                    "-addext",
-                    "basicConstraints=critical,CA:FALSE",
-                    "-addext",
-                    "extendedKeyUsage=serverAuth",
-                ],
-            );
+            server_certificate(&key, &cert, &san);
             tls_yaml = format!(
                 ", tls: {{certificate: {}, key: {}}}",
                 cert.display(),
@@ -474,6 +460,26 @@ pub fn decode_basic(header: &str) -> Option<(String, String)> {
     let s = String::from_utf8(raw).ok()?;
     let (u, p) = s.split_once(':')?;
     Some((u.to_string(), p.to_string()))
+}
+
+/// A self-signed server certificate for 127.0.0.1 (`san`: its subjectAltName, e.g.
+/// `subjectAltName=IP:127.0.0.1`), which clients trust through SSL_CERT_FILE.
+pub fn server_certificate(key: &Path, cert: &Path, san: &str) {
+    self_signed(
+        key,
+        cert,
+        &[
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            san,
+            // A server certificate, not a CA: rustls refuses a CA as the end entity.
+            "-addext",
+            "basicConstraints=critical,CA:FALSE",
+            "-addext",
+            "extendedKeyUsage=serverAuth",
+        ],
+    );
 }
 
 /// A fresh RSA key and a self-signed certificate for it (`openssl req -x509`), with `extra`

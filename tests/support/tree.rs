@@ -25,12 +25,48 @@ pub fn file_node(data: &[u8], mode: u32, uid: u32) -> Node {
 
 /// Every path under `root` (relative, `/`-separated) and what it is.
 pub fn snapshot(root: &Path) -> BTreeMap<String, Node> {
+    snapshot_with(root, |path, m| {
+        if m.file_type().is_symlink() {
+            Node::Symlink(link_target(path))
+        } else if m.is_dir() {
+            Node::Dir
+        } else {
+            Node::File {
+                sha: Digest::of(&std::fs::read(path).unwrap())
+                    .short()
+                    .to_string(),
+                mode: m.mode() & 0o7777,
+                uid: m.uid(),
+            }
+        }
+    })
+}
+
+/// Every path under `root` (relative, `/`-separated, depth first in name order) and what
+/// `node` makes of it, for comparisons that need more (or less) than [`snapshot`]'s.
+pub fn snapshot_with<N>(
+    root: &Path,
+    node: impl Fn(&Path, &std::fs::Metadata) -> N,
+) -> BTreeMap<String, N> {
     let mut out = BTreeMap::new();
-    walk(root, root, &mut out);
+    walk(root, root, &node, &mut out);
     out
 }
 
-fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, Node>) {
+/// Where the symlink `path` points, as text.
+pub fn link_target(path: &Path) -> String {
+    std::fs::read_link(path)
+        .unwrap()
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn walk<N>(
+    root: &Path,
+    dir: &Path,
+    node: &impl Fn(&Path, &std::fs::Metadata) -> N,
+    out: &mut BTreeMap<String, N>,
+) {
     let mut entries: Vec<_> = std::fs::read_dir(dir).unwrap().flatten().collect();
     entries.sort_by_key(|e| e.file_name());
     for e in entries {
@@ -41,26 +77,10 @@ fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, Node>) {
             .to_string_lossy()
             .into_owned();
         let m = std::fs::symlink_metadata(&path).unwrap();
-        let node = if m.file_type().is_symlink() {
-            Node::Symlink(
-                std::fs::read_link(&path)
-                    .unwrap()
-                    .to_string_lossy()
-                    .into_owned(),
-            )
-        } else if m.is_dir() {
-            walk(root, &path, out);
-            Node::Dir
-        } else {
-            Node::File {
-                sha: Digest::of(&std::fs::read(&path).unwrap())
-                    .short()
-                    .to_string(),
-                mode: m.mode() & 0o7777,
-                uid: m.uid(),
-            }
-        };
-        out.insert(rel, node);
+        if m.is_dir() {
+            walk(root, &path, node, out);
+        }
+        out.insert(rel, node(&path, &m));
     }
 }
 

@@ -227,20 +227,10 @@ pub fn start(spec: &SandboxSpec, stdio: Stdio, opts: &Options) -> Result<VmSandb
     // After the capability drop, which needs the process single-threaded: the network runs
     // threads of its own (and needs no privilege: its NIC is a socket it already holds).
     let network = match (&spec.network, net_log, vm.take_nic()) {
-        (crate::sandbox::Network::Egress(egress), Some(log), Some(nic)) => {
-            // The network thread polls its frame descriptor: reads must not block it.
-            nic.set_nonblocking(true)
-                .with_context(|| format!("worker {name}: the NIC's socket"))?;
-            Some(
-                crate::sandbox::nic::serve(
-                    OwnedFd::from(nic),
-                    egress,
-                    spec.engine_addr.port(),
-                    log,
-                )
+        (crate::sandbox::Network::Egress(egress), Some(log), Some(nic)) => Some(
+            crate::sandbox::nic::serve(OwnedFd::from(nic), egress, spec.engine_addr.port(), log)
                 .map_err(wrap)?,
-            )
-        }
+        ),
         _ => None,
     };
     let chan = vm
