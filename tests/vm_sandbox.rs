@@ -6,6 +6,8 @@
 #[macro_use]
 #[path = "common/skip.rs"]
 mod skip;
+#[path = "common/engine.rs"]
+mod engine;
 #[path = "common/tempdir.rs"]
 mod tempdir;
 
@@ -192,18 +194,31 @@ struct Project {
 
 impl Project {
     fn new() -> Option<Project> {
+        Project::with_worker(WORKER)
+    }
+
+    /// A project whose busybox image runs `script` under `/bin/sh -c`.
+    fn with_worker(script: &str) -> Option<Project> {
+        let mut img = Image::new(Format::Oci, vec![busybox_layer(Comp::Gzip)?]);
+        img.run_config = serde_json::json!({
+            "Env": ["PATH=/bin"],
+            "Entrypoint": ["/bin/sh", "-c"],
+            "Cmd": [script],
+        });
+        Project::with_image(|registry| {
+            img.push(registry, "test/vm", Some("1"));
+        })
+    }
+
+    /// A project whose image (`test/vm:1`) `push` puts in its registry; pulled into the
+    /// store once (an add and remove), so that starts time the sandbox, not the pull.
+    fn with_image(push: impl FnOnce(&Registry)) -> Option<Project> {
         let registry = Registry::start(Auth::None)?;
         let p = Project {
             dir: TempDir::new("vm-sandbox"),
             registry,
         };
-        let mut img = Image::new(Format::Oci, vec![busybox_layer(Comp::Gzip)?]);
-        img.run_config = serde_json::json!({
-            "Env": ["PATH=/bin"],
-            "Entrypoint": ["/bin/sh", "-c"],
-            "Cmd": [WORKER],
-        });
-        img.push(&p.registry, "test/vm", Some("1"));
+        push(&p.registry);
         let out = p.iii(&["worker", "add", "--name", "tmp", &p.image()], &[]);
         assert!(out.status.success(), "add: {}", stderr(&out));
         let out = p.iii(&["worker", "remove", "tmp"], &[]);
@@ -231,7 +246,8 @@ impl Project {
     }
 
     /// [`Project::iii`] with `input` on its stdin (then closed), or /dev/null.
-    fn iii_fed(&self, args: &[&str], env: &[(&str, &str)], input: Option<&[u8]>) -> Output {
+    /// `iii -c config.yaml ARGS` in the project, with `env` on top of a clean iii environment.
+    fn command(&self, args: &[&str], env: &[(&str, &str)]) -> Command {
         // III_TEST_III: another iii build to drive (the static musl release, whose VMM
         // threads must live within the same seccomp lists as this debug build's).
         let bin =
@@ -245,17 +261,27 @@ impl Project {
             .env_remove("III_URL")
             .env_remove("III_CONFIG_PATH")
             .env_remove("III_KERNEL")
-            .env_remove("III_KVM_DEVICE")
-            .stdin(if input.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+            .env_remove("III_KVM_DEVICE");
         for (k, v) in env {
             c.env(k, v);
         }
+        c
+    }
+
+    /// The engine (`iii` with no command) on this project, its stderr in the project dir.
+    fn engine(&self, env: &[(&str, &str)]) -> engine::Engine {
+        engine::Engine::spawn(self.command(&[], env), self.dir.path().join("engine.log"))
+    }
+
+    fn iii_fed(&self, args: &[&str], env: &[(&str, &str)], input: Option<&[u8]>) -> Output {
+        let mut c = self.command(args, env);
+        c.stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
         let mut child = c.spawn().expect("running iii");
         let feeder = child.stdin.take().map(|mut stdin| {
             let data = input.unwrap_or_default().to_vec();
@@ -666,6 +692,232 @@ fn linux_guest_worker_reaches_the_host_through_its_nic_and_is_held_to_its_policy
         "{text}"
     );
     server.join().unwrap();
+}
+
+/// First run: the worker kills itself with SIGKILL (not the OOM killer). Later runs: it eats
+/// memory until the guest kernel's OOM killer ends it. (`busybox tail` of /dev/zero holds an
+/// ever longer "line"; the test image links only a few applets.)
+const MEMORY_HOG: &str = "if [ ! -e /tried ]; then echo > /tried; echo self-kill; kill -9 $$; fi; \
+    echo eating; exec busybox tail /dev/zero";
+
+#[test]
+fn linux_guest_out_of_memory_is_reported_as_such() {
+    if let Some((why, _)) = linux_guest_unavailable() {
+        skip!("{why}");
+        return;
+    }
+    let kernel = std::env::var("III_TEST_KERNEL").unwrap();
+    let Some(p) = Project::with_worker(MEMORY_HOG) else {
+        return;
+    };
+    // The VM's memory is the worker's limit: 128 MiB of guest RAM, kernel and init included.
+    p.write_config("    sandbox: vm\n    resources: {cpus: 1, memory: 128Mi}\n");
+    let init = guest_init();
+    let env = [
+        ("III_KERNEL", kernel.as_str()),
+        ("III_VM_INIT", init.to_str().unwrap()),
+    ];
+    // A SIGKILL that is not the OOM killer's is not reported as one.
+    let out = p.iii(&["worker", "start", "w"], &env);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let r = p.wait_status(&env, "crashed", 90);
+    assert!(r["error"].is_null(), "{r}");
+    // The guest's OOM killer: the worker is killed, and the state says why.
+    let out = p.iii(&["worker", "start", "w"], &env);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let r = p.wait_status(&env, "crashed", 180);
+    assert_eq!(r["error"], "killed: out of memory", "{r}");
+    let state: Value = serde_json::from_slice(
+        &std::fs::read(p.dir.path().join(".iii/workers/w/state.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(state["signal"], libc::SIGKILL, "{state}");
+    let logs = String::from_utf8_lossy(&p.iii(&["worker", "logs", "w"], &env).stdout).into_owned();
+    assert!(
+        logs.contains("self-kill\n") && logs.contains("eating\n"),
+        "{logs}"
+    );
+    // The kernel's report stays off the console: the log is the worker's.
+    assert!(!logs.contains("Killed process"), "{logs}");
+}
+
+/// Counts its runs in the writable layer (synced: a panicking kernel writes nothing back);
+/// the first run panics the guest kernel (an OOM with `vm.panic_on_oom` set, a real panic
+/// any worker can cause in its own guest), later runs idle.
+const PANICKER: &str = "n=$(cat /count 2>/dev/null || echo 0); n=$((n+1)); echo $n > /count; \
+    busybox sync; echo run $n; \
+    if [ $n = 1 ]; then echo 1 > /proc/sys/vm/panic_on_oom; exec busybox tail /dev/zero; fi; \
+    while true; do sleep 1; done";
+
+#[test]
+fn linux_guest_kernel_panic_is_reported_and_the_worker_restarted() {
+    if let Some((why, _)) = linux_guest_unavailable() {
+        skip!("{why}");
+        return;
+    }
+    let kernel = std::env::var("III_TEST_KERNEL").unwrap();
+    let Some(p) = Project::with_worker(PANICKER) else {
+        return;
+    };
+    p.write_config("    sandbox: vm\n    resources: {cpus: 1, memory: 128Mi}\n");
+    let init = guest_init();
+    let env = [
+        ("III_KERNEL", kernel.as_str()),
+        ("III_VM_INIT", init.to_str().unwrap()),
+    ];
+    let mut engine = p.engine(&env);
+    // The supervisor restarts it (after 1 s of backoff) and the second run stays up.
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let r = loop {
+        let r = p.row(&env);
+        if r["restarts"].as_u64() >= Some(1) && r["status"] == "running" {
+            break r;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no restart: {r}\n{}",
+            engine.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    assert_eq!(r["sandbox"], "vm", "{r}");
+    assert_eq!(r["restarts"], 1, "{r}");
+    let log = engine.wait_stderr("restarting in 1s", 10);
+    assert!(
+        log.contains(
+            "w: crashed (worker w: the guest kernel panicked: Out of memory: system-wide \
+             panic_on_oom is enabled (see the worker's log)); restarting in 1s"
+        ),
+        "{log}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let logs = loop {
+        let out = p.iii(&["worker", "logs", "w"], &env);
+        let logs = String::from_utf8_lossy(&out.stdout).into_owned();
+        if logs.contains("run 2\n") || Instant::now() > deadline {
+            break logs;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    // Both runs in the log, and between them the kernel's last words.
+    let (first, second) = (logs.find("run 1\n"), logs.find("run 2\n"));
+    let panic = logs.find("Kernel panic - not syncing: Out of memory");
+    assert!(
+        first.is_some() && panic.is_some() && second.is_some() && first < panic && panic < second,
+        "{logs}"
+    );
+    engine.signal(libc::SIGTERM);
+    let st = engine.wait_exit(60);
+    assert_eq!(st.code(), Some(0), "{}", engine.stderr());
+    assert_eq!(p.row(&env)["status"], "stopped");
+}
+
+/// The Debian worker: glibc-linked bash and coreutils, from a real distribution's files.
+const DEBIAN_WORKER: &str = ". /etc/os-release; echo \"$PRETTY_NAME\"; \
+    echo \"bash $BASH_VERSION as $(id -un) on $(uname -s)\"; exec sleep infinity";
+
+#[test]
+fn linux_guest_runs_a_debian_minbase_image() {
+    if let Some((why, _)) = linux_guest_unavailable() {
+        skip!("{why}");
+        return;
+    }
+    // A debootstrap'd bookworm minbase as one gzip layer, with its digests (scripts/test-kvm.sh
+    // builds it once with scripts/lib/debian-minbase.sh: the same image the benchmarks use).
+    let Some(layer_path) = std::env::var_os("III_TEST_DEBIAN_LAYER").map(PathBuf::from) else {
+        skip!(
+            "III_TEST_DEBIAN_LAYER is not set (scripts/test-kvm.sh builds a Debian minbase layer)"
+        );
+        return;
+    };
+    let kernel = std::env::var("III_TEST_KERNEL").unwrap();
+    let read_digest = |ext: &str| {
+        let f = layer_path.with_extension("").with_extension(ext);
+        let text = std::fs::read_to_string(&f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+        text.trim().to_string()
+    };
+    let (digest, diff_id) = (read_digest("digest"), read_digest("diff_id"));
+    let layer = std::fs::read(&layer_path).unwrap();
+    let Some(p) = Project::with_image(|registry| {
+        use support::image::{push_blob, push_manifest};
+        let config = serde_json::to_vec(&serde_json::json!({
+            "architecture": support::image::host_arch(), "os": "linux",
+            "config": {
+                "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+                "Entrypoint": ["/bin/bash", "-c"],
+                "Cmd": [DEBIAN_WORKER],
+            },
+            "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+        }))
+        .unwrap();
+        let config_digest = iii::oci::digest::Digest::of(&config);
+        let layer_digest = iii::oci::digest::Digest::parse(&digest).unwrap();
+        push_blob(registry, "test/vm", &layer_digest, &layer);
+        push_blob(registry, "test/vm", &config_digest, &config);
+        let mt = "application/vnd.oci.image.manifest.v1+json";
+        let manifest = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2, "mediaType": mt,
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                       "digest": config_digest.to_string(), "size": config.len()},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                        "digest": digest, "size": layer.len()}],
+        }))
+        .unwrap();
+        push_manifest(registry, "test/vm", "1", mt, &manifest);
+    }) else {
+        return;
+    };
+    p.write_config("    sandbox: vm\n    resources: {cpus: 1, memory: 256Mi}\n");
+    let init = guest_init();
+    let env = [
+        ("III_KERNEL", kernel.as_str()),
+        ("III_VM_INIT", init.to_str().unwrap()),
+    ];
+    let out = p.iii(&["worker", "start", "w"], &env);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let r = p.wait_status(&env, "running", 120);
+    assert_eq!(r["sandbox"], "vm", "{r}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let logs = loop {
+        let out = p.iii(&["worker", "logs", "w"], &env);
+        let logs = String::from_utf8_lossy(&out.stdout).into_owned();
+        if logs.contains("bash ") || Instant::now() > deadline {
+            break logs;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        logs.starts_with("Debian GNU/Linux 12 (bookworm)\n"),
+        "{logs:?}"
+    );
+    assert!(
+        logs.contains("bash 5.2") && logs.contains(" as root on Linux\n"),
+        "{logs:?}"
+    );
+    // The distribution's own tools in the guest: dpkg's database, glibc's NSS, apt.
+    let out = p.iii(
+        &[
+            "worker",
+            "exec",
+            "w",
+            "--",
+            "sh",
+            "-c",
+            "dpkg-query -W -f '${Status}\\n' coreutils; getent passwd root | cut -d: -f6; \
+             apt-get --version | head -n 1 | cut -d' ' -f1; cat /etc/debian_version | cut -d. -f1",
+        ],
+        &env,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "install ok installed\n/root\napt\n12\n"
+    );
+    let out = p.iii(&["worker", "stop", "-t", "10", "w"], &env);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(p.row(&env)["status"], "stopped");
+    let out = p.iii(&["worker", "remove", "w"], &env);
+    assert!(out.status.success(), "{}", stderr(&out));
 }
 
 /// The protocol stand-in guest (`tests/guests/sandbox_init.c`), or why it cannot run here.

@@ -178,6 +178,49 @@ pub fn nic_up() -> Result<()> {
         .map_err(|e| err!("network: configuring eth0: {e}"))
 }
 
+/// Whether the guest kernel's OOM killer has killed a process since boot: its report
+/// ("Out of memory: Killed process 42 (node) …") in the kernel log, read through `/dev/kmsg`.
+/// Only the kernel's own records count (facility 0): the worker is root in its guest and may
+/// write `/dev/kmsg` too.
+pub fn oom_kill_logged() -> bool {
+    use std::os::unix::fs::OpenOptionsExt;
+    let Ok(mut kmsg) = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open("/dev/kmsg")
+    else {
+        return false;
+    };
+    // One record per read; EAGAIN at the end, EPIPE where older records were overwritten
+    // (reading on continues with the oldest one left).
+    let mut buf = vec![0u8; 8192];
+    loop {
+        match io::Read::read(&mut kmsg, &mut buf) {
+            Ok(0) => return false,
+            Ok(n) if is_kernel_oom_kill(&buf[..n]) => return true,
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EPIPE) => {}
+            Err(_) => return false,
+        }
+    }
+}
+
+/// Whether one `/dev/kmsg` record (`PRIORITY,SEQ,USEC,FLAGS;TEXT`) is the kernel's report of an
+/// OOM kill.
+fn is_kernel_oom_kill(record: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(record);
+    let Some((prefix, message)) = text.split_once(';') else {
+        return false;
+    };
+    // PRIORITY is facility << 3 | level; the kernel's facility is 0.
+    let kernel = prefix
+        .split(',')
+        .next()
+        .and_then(|p| p.parse::<u32>().ok())
+        .is_some_and(|p| p < 8);
+    kernel && message.contains("Killed process ")
+}
+
 fn bring_up() -> Result<(UnixStream, libc::pid_t)> {
     const NOSUID_NODEV_NOEXEC: libc::c_ulong = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
     mount("proc", "/proc", "proc", NOSUID_NODEV_NOEXEC, None)?;
@@ -430,6 +473,21 @@ fn power_off() -> ! {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn kernel_oom_kill_records_are_told_from_others() {
+        use super::is_kernel_oom_kill as oom;
+        assert!(oom(b"3,312,4512345,-;Out of memory: Killed process 42 (tail) total-vm:131072kB, anon-rss:120000kB, file-rss:0kB, shmem-rss:0kB, UID:0 pgtables:300kB oom_score_adj:0\n"));
+        assert!(oom(
+            b"3,9,77,-;Memory cgroup out of memory: Killed process 7 (node)\n"
+        ));
+        // The worker writing the same words into /dev/kmsg (facility user) is not the kernel.
+        assert!(!oom(
+            b"12,313,4512399,-;Out of memory: Killed process 42 (tail)\n"
+        ));
+        assert!(!oom(b"6,1,0,-;Linux version 6.1.0\n"));
+        assert!(!oom(b"no separator"));
+    }
+
     use super::*;
     use std::io::{Read, Write};
     use std::os::fd::FromRawFd;

@@ -321,6 +321,15 @@ fn serve(
         if let Some(status) = worker_status {
             let (msg, code) = match status {
                 Status::Exited(c) => (ExitStatus::Code(c), c),
+                // The guest is the worker's memory limit: its kernel's OOM killer is the one
+                // that struck, and only its log says so.
+                Status::Signaled(s)
+                    if s == libc::SIGKILL
+                        && matches!(cfg.setup, Setup::Vm)
+                        && crate::init::guest::oom_kill_logged() =>
+                {
+                    (ExitStatus::OomKilled, 128 + s)
+                }
                 Status::Signaled(s) => (ExitStatus::Signal(s), 128 + s),
             };
             mux.send(SANDBOX_STREAM, &Message::Exited(msg));

@@ -214,6 +214,9 @@ pub enum OpenRequest {
 pub enum ExitStatus {
     Code(i32),
     Signal(i32),
+    /// Killed (SIGKILL) by the kernel's OOM killer. A `vm` guest's init tells this from the
+    /// guest kernel's log, which the host cannot see; the `namespace` host reads its cgroup.
+    OomKilled,
 }
 
 /// Everything init needs to set a sandbox up and run the worker (the `Start` message).

@@ -221,8 +221,16 @@ impl Supervisor {
             if started.elapsed() >= HEALTHY_AFTER {
                 backoff = BACKOFF_FIRST;
             }
+            // Why it ended, when the monitor knows more than the status ("killed: out of
+            // memory", "the guest kernel panicked: …").
             let what = state::read(&dir)
-                .map(|s| s.effective().status_text())
+                .map(|s| {
+                    let s = s.effective();
+                    match &s.error {
+                        Some(e) => format!("{} ({e})", s.status_text()),
+                        None => s.status_text(),
+                    }
+                })
                 .unwrap_or_else(|_| "ended".into());
             crate::say!(
                 "{}: {what}; restarting in {}s",

@@ -22,6 +22,7 @@
 //! stopped ([`Sandbox::signal`] with SIGKILL, or dropping the sandbox). [`Sandbox::wait`]
 //! joins the VMM and channel threads; nothing but the writable layer stays.
 
+mod console_tail;
 pub mod ext2;
 pub mod initramfs;
 
@@ -99,6 +100,8 @@ pub struct VmSandbox {
     exit: Option<WorkerExit>,
     /// The host side of the worker's NIC (`network: egress`); it stops when dropped.
     network: Option<crate::net::Network>,
+    /// The end of the guest's console: a panic's reason when the guest dies unannounced.
+    console_tail: console_tail::TailReader,
 }
 
 /// Where the cached root disk of the image tree `image_root` lives: beside it in the store.
@@ -196,7 +199,9 @@ pub fn start(spec: &SandboxSpec, stdio: Stdio, opts: &Options) -> Result<VmSandb
     cfg.cmdline = CMDLINE.to_string();
     cfg.initramfs = Some(initrd);
     cfg.kvm_device = opts.kvm_device.clone();
-    cfg.serial_out = Box::new(File::from(stdio.stdout));
+    let (console, console_tail) =
+        console_tail::ConsoleTail::new(Box::new(File::from(stdio.stdout)));
+    cfg.serial_out = Box::new(console);
     // `egress`: a virtio-net NIC, served by the worker's user-mode network once the VM is
     // built (its log, the worker's stderr, tells refused destinations).
     let net_log = match &spec.network {
@@ -294,6 +299,7 @@ pub fn start(spec: &SandboxSpec, stdio: Stdio, opts: &Options) -> Result<VmSandb
         chan: chan_ctl,
         exit: None,
         network,
+        console_tail,
     })
 }
 
@@ -356,16 +362,26 @@ impl VmSandbox {
         drop(self.network.take());
         let reported = self.host.exit();
         let killed = self.killed.load(Ordering::SeqCst);
+        let panic = self.console_tail.kernel_panic();
         let exit = match (reported, vm_result) {
             (Some(ExitStatus::Code(c)), _) => WorkerExit::Code(c),
             (Some(ExitStatus::Signal(s)), _) => WorkerExit::Signal {
                 signal: s,
                 oom_killed: false,
             },
+            (Some(ExitStatus::OomKilled), _) => WorkerExit::Signal {
+                signal: libc::SIGKILL,
+                oom_killed: true,
+            },
             (None, Ok(VmExit::Stopped)) if killed => WorkerExit::Signal {
                 signal: libc::SIGKILL,
                 oom_killed: false,
             },
+            (None, Ok(VmExit::Reset)) if panic.is_some() => WorkerExit::SandboxFailed(format!(
+                "worker {}: the guest kernel panicked: {} (see the worker's log)",
+                self.name,
+                panic.as_deref().unwrap_or_default()
+            )),
             (None, Ok(how)) => WorkerExit::SandboxFailed(format!(
                 "worker {}: the VM ended ({how:?}) without reporting the worker's exit \
                  (see the worker's log)",

@@ -259,6 +259,10 @@ impl NamespaceSandbox {
         let reported = self.host.exit();
         let exit = match (reported, status) {
             (Some(ExitStatus::Code(c)), _) => WorkerExit::Code(c),
+            (Some(ExitStatus::OomKilled), _) => WorkerExit::Signal {
+                signal: libc::SIGKILL,
+                oom_killed: true,
+            },
             (Some(ExitStatus::Signal(s)), _) | (None, Some(Status::Signaled(s))) => {
                 WorkerExit::Signal {
                     signal: s,
