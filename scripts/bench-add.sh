@@ -4,41 +4,24 @@
 # `tar -xzf` of the same layer, all in the same run. Prints times and ratios.
 #
 # Not a test: run by hand (as root; needs network to the Debian mirror the first time).
-#   scripts/bench-add.sh            # builds target/bench/ once, then reuses it
+#   scripts/bench-add.sh            # builds the layer once (scripts/lib/debian-minbase.sh)
 # Uses `iii worker add` when it works, else the `pull` example (the same pull code).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-BENCH=$ROOT/target/bench
-mkdir -p "$BENCH"
 
 need() { command -v "$1" >/dev/null 2>&1; }
 for tool in docker-registry skopeo umoci curl sha256sum; do
     need "$tool" || { echo "missing tool: $tool (apt-get install it)" >&2; exit 1; }
 done
-if ! need debootstrap; then
-    echo "installing debootstrap" >&2
-    apt-get install -y --no-install-recommends debootstrap >&2
-fi
-
-# 1. A real root filesystem and its layer, built once.
-if [ ! -f "$BENCH/rootfs.done" ]; then
-    rm -rf "$BENCH/rootfs"
-    echo "debootstrap --variant=minbase bookworm (once, cached in $BENCH)" >&2
-    debootstrap --variant=minbase bookworm "$BENCH/rootfs" http://deb.debian.org/debian >&2
-    touch "$BENCH/rootfs.done"
-fi
-LAYER=$BENCH/layer.tar.gz
-if [ ! -f "$LAYER" ]; then
-    # Without apt's package cache and lists, as Debian's own container images ship.
-    tar -C "$BENCH/rootfs" --numeric-owner \
-        --exclude='./var/cache/apt/*' --exclude='./var/lib/apt/lists/*' \
-        -czf "$LAYER.tmp" . && mv "$LAYER.tmp" "$LAYER"
-fi
+# 1. A real root filesystem as one layer, built once (shared with the Linux-guest tests).
+. scripts/lib/debian-minbase.sh
+DEB=$(debian_minbase)
+LAYER=$DEB/layer.tar.gz
 LAYER_SIZE=$(stat -c %s "$LAYER")
-LAYER_DIGEST=sha256:$(sha256sum "$LAYER" | cut -d' ' -f1)
-DIFF_ID=sha256:$(gzip -dc "$LAYER" | sha256sum | cut -d' ' -f1)
+LAYER_DIGEST=$(cat "$DEB/layer.digest")
+DIFF_ID=$(cat "$DEB/layer.diff_id")
 
 # 2. A registry on a free loopback port, removed on exit.
 WORK=$(mktemp -d /tmp/iii-bench.XXXXXX)

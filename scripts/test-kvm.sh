@@ -2,8 +2,11 @@
 # The KVM test suites (tests/vm_*.rs) on a KVM that can boot a Linux guest, one test at a time.
 #
 # Usage: scripts/test-kvm.sh [--direct | --l1] [SUITE | SUITE::TEST]...
+#        scripts/test-kvm.sh [--direct | --l1] --exec SCRIPT
 #   SUITE is a tests/vm_*.rs stem (vm_linux); no arguments: every test of every suite.
 #   --direct  run on this host's /dev/kvm       --l1  run inside a QEMU/TCG L1 guest
+#   --exec    run `bash SCRIPT` (a file in the checkout) there instead of tests, with the
+#             same environment (III_TEST_KERNEL, III_VM_INIT); for benchmarks
 #   Without either, a probe decides: the vm_linux boot test on this host's /dev/kvm; where it
 #   does not pass (a nested paravirtual KVM falls into instruction emulation on a Linux
 #   kernel), the tests run inside an emulated q35 machine whose own KVM (kvm_amd with nested
@@ -12,7 +15,9 @@
 # What it does:
 #   1. the guest kernel of scripts/build-guest-kernel.sh, built once and cached under
 #      ~/.cache/iii/guest-kernel/<sha256 of that script>/ (III_TEST_KERNEL overrides);
-#   2. builds the vm_* test binaries and a static iii (the Linux guest's /init) on this host;
+#   2. builds the vm_* test binaries and a static iii (the Linux guest's /init, and the iii the
+#      tests drive) on this host, and for vm_sandbox a Debian minbase layer
+#      (scripts/lib/debian-minbase.sh, cached under ~/.cache/iii/debian-minbase/);
 #   3. runs each test as `timeout BIN --exact NAME --test-threads=1`, directly or in L1: a
 #      Debian kernel (`apt-get download`, `dpkg-deb -x`, cached under ~/.cache/iii/l1-kernel/),
 #      a busybox initramfs that loads virtio/9p/overlay and kvm_amd, mounts this host's root
@@ -30,14 +35,18 @@ PER_TEST=${III_KVM_TEST_TIMEOUT:-300}
 WATCHDOG=${III_KVM_WATCHDOG:-3600}
 RUN=$ROOT/target/tmp/kvm-run
 MODE=auto
+EXEC=""
 want=()
 mkdir -p "$ROOT/target/tmp"
 exec 8>"$ROOT/target/tmp/kvm-run.lock"
 flock -n 8 || { echo "test-kvm: another run holds $RUN; waiting for it" >&2; flock 8; }
-for a in "$@"; do
+while [ $# -gt 0 ]; do
+    a=$1; shift
     case "$a" in
         --direct) MODE=direct ;;
         --l1) MODE=l1 ;;
+        --exec) EXEC=$(realpath "${1:?--exec needs a script}"); shift
+            case "$EXEC" in "$ROOT"/*) ;; *) echo "error: --exec $EXEC: not in the checkout (L1 sees only the checkout read-write)" >&2; exit 2 ;; esac ;;
         -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         -*) echo "error: unknown option $a (see scripts/test-kvm.sh --help)" >&2; exit 2 ;;
         *) want+=("$a") ;;
@@ -89,6 +98,7 @@ for f in tests/vm_*.rs; do
         done
     fi
 done
+[ -z "$EXEC" ] || suites=(vm_linux) # only for the probe
 [ ${#suites[@]} -gt 0 ] || { echo "error: no tests/vm_*.rs suite matches: ${want[*]}" >&2; exit 2; }
 mkdir -p "$RUN"
 args=()
@@ -108,7 +118,28 @@ if [ -z "${III_VM_INIT:-}" ]; then
     fi
     timings+=("static iii (guest /init): $(since "$t") s")
 fi
-export III_TEST_KERNEL=$KERNEL III_VM_INIT
+# The tests drive that static iii too (III_TEST_III): the build that ships, and under
+# emulation a debug build spends minutes unpacking and imaging a distribution's tree.
+export III_TEST_KERNEL=$KERNEL III_VM_INIT III_TEST_III=$III_VM_INIT
+
+# A real distribution image for vm_sandbox's Debian test: a debootstrap'd minbase layer,
+# built once (~1.5 min, network to deb.debian.org) and cached; copied into the checkout,
+# which L1 sees (it hides this host's /root, and so ~/.cache). Without it that test skips.
+if printf '%s\n' "${suites[@]}" | grep -qx vm_sandbox; then
+    t=$(now)
+    # shellcheck source=lib/debian-minbase.sh
+    . scripts/lib/debian-minbase.sh
+    if deb=$(debian_minbase); then
+        mkdir -p "$RUN/debian"
+        for f in layer.tar.gz layer.digest layer.diff_id; do
+            cmp -s "$deb/$f" "$RUN/debian/$f" || cp "$deb/$f" "$RUN/debian/$f"
+        done
+        export III_TEST_DEBIAN_LAYER=$RUN/debian/layer.tar.gz
+        timings+=("Debian minbase layer: $(since "$t") s ($deb)")
+    else
+        say "warning: no Debian minbase layer (debootstrap failed): its test will skip"
+    fi
+fi
 
 # The tests, one per line: SUITE<TAB>BINARY<TAB>TEST.
 : >"$RUN/tests.txt"
@@ -124,6 +155,8 @@ for s in "${suites[@]}"; do
         if [ "$pick" -eq 0 ]; then printf '%s\t%s\t%s\n' "$s" "$bin" "$name" >>"$RUN/tests.txt"; fi
     done
 done
+# --exec: one entry, the script.
+[ -z "$EXEC" ] || printf 'exec\t%s\t%s\n' "$EXEC" "$(basename "$EXEC")" >"$RUN/tests.txt"
 [ -s "$RUN/tests.txt" ] || { echo "error: no test matches: ${want[*]}" >&2; exit 2; }
 say "$(wc -l <"$RUN/tests.txt") tests in ${#suites[@]} suites"
 
@@ -141,9 +174,16 @@ while IFS=$'\t' read -r suite bin name; do
     printf '%s::%s\n' "$suite" "$name" >"$run/current"
     t0=$(date +%s.%N)
     rc=0
-    timeout -k 10 "$limit" "$bin" --exact "$name" --test-threads=1 --nocapture >"$log" 2>&1 </dev/null || rc=$?
+    if [ "$suite" = exec ]; then
+        # A script (--exec), not a test: its output is the point, shown as it comes.
+        timeout -k 10 "$limit" bash "$bin" </dev/null 2>&1 | tee "$log"
+        rc=${PIPESTATUS[0]}
+    else
+        timeout -k 10 "$limit" "$bin" --exact "$name" --test-threads=1 --nocapture >"$log" 2>&1 </dev/null || rc=$?
+    fi
     secs=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
     if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then st=TIMEOUT
+    elif [ "$suite" = exec ]; then if [ "$rc" -eq 0 ]; then st=PASS; else st=FAIL; fi
     elif [ "$rc" -ne 0 ]; then st=FAIL
     elif grep -q '^running 1 test' "$log" && grep -q 'SKIP: [a-z0-9_]*::' "$log"; then st=SKIP
     elif grep -q '^running 1 test' "$log"; then st=PASS
@@ -284,7 +324,8 @@ echo "iii-l1: ready (uptime \$(cut -d' ' -f1 /proc/uptime) s), /dev/kvm: \$(ls /
     echo "iii-l1: alive at \$(cut -d' ' -f1 /proc/uptime) s\${d:+; in D state:\$d}"
   done ) &
 chroot \$n /usr/bin/env -i PATH="$PATH" HOME=/root TERM=dumb \
-    III_TEST_KERNEL="$RUN/guest-kernel/bzImage" III_VM_INIT="$III_VM_INIT" \
+    III_TEST_KERNEL="$RUN/guest-kernel/bzImage" III_VM_INIT="$III_VM_INIT" III_TEST_III="$III_TEST_III" \
+    III_TEST_DEBIAN_LAYER="${III_TEST_DEBIAN_LAYER:-}" \
     /bin/bash $RUN/runner.sh $RUN $PER_TEST
 echo "iii-l1: runner exited \$?"
 sync; reboot -f

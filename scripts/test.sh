@@ -46,5 +46,8 @@ else
     scripts/test-kvm.sh vm_linux \
         vm_sandbox::auto_picks_vm_only_where_the_kernel_boots \
         vm_sandbox::linux_guest_runs_a_worker_with_logs_exec_and_stop \
-        vm_sandbox::linux_guest_worker_reaches_the_host_through_its_nic_and_is_held_to_its_policy
+        vm_sandbox::linux_guest_worker_reaches_the_host_through_its_nic_and_is_held_to_its_policy \
+        vm_sandbox::linux_guest_out_of_memory_is_reported_as_such \
+        vm_sandbox::linux_guest_kernel_panic_is_reported_and_the_worker_restarted \
+        vm_sandbox::linux_guest_runs_a_debian_minbase_image
 fi

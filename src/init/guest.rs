@@ -460,6 +460,10 @@ fn switch_root(new_root: &str) -> Result<()> {
 }
 
 fn power_off() -> ! {
+    // The reboot's own "reboot: Restarting system" is KERN_EMERG, which the console's
+    // `loglevel=1` still prints, into the worker's log: silence the console first. (Only the
+    // sysctl takes level 0; syslog(2) stops at 1. A panic from here on turns it verbose again.)
+    let _ = std::fs::write("/proc/sys/kernel/printk", "0");
     // SAFETY: sync and reboot take no pointers; a reset is how the guest ends (the VMM sees
     // it with `reboot=k`), and the host already has the worker's exit from the channel.
     unsafe {
