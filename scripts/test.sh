@@ -38,7 +38,7 @@ III_TEST_III=$PWD/$bin cargo test --test vm_sandbox cli_start_logs_stop_of_a_vm_
 # The Linux-guest tests skip above wherever /dev/kvm cannot boot a stock kernel (these
 # machines' nested paravirtual KVM): scripts/test-kvm.sh runs them where Linux boots — this
 # host's KVM, else a QEMU/TCG L1 guest with a real KVM of its own — building the guest kernel
-# once (~12 min on 2 cores, cached in ~/.cache/iii). The other KVM tests ran directly above.
+# once (~4 min on 2 cores, cached in ~/.cache/iii). The other KVM tests ran directly above.
 # III_SKIP_LINUX_GUEST=1 skips this, and says so.
 if [ "${III_SKIP_LINUX_GUEST:-}" = 1 ]; then
     echo "  SKIP scripts/test-kvm.sh (the Linux-guest tests): III_SKIP_LINUX_GUEST=1"
