@@ -331,3 +331,151 @@ fn connect_engine(to: &EngineTarget) -> io::Result<Box<dyn crate::protocol::mux:
     s.set_nonblocking(true)?;
     Ok(Box::new(mio::net::TcpStream::from_std(s)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::init::exec::{self, ExecContext};
+    use crate::protocol::exec::{encode, Decoder as ExecDecoder, ExecFrame, ExecMessage};
+    use crate::protocol::exec::{ExecRequest, ExecStatus, Output, Side, INITIAL_CREDIT};
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// Init's side of the relay, as the guest runs it: a mux over the channel whose exec
+    /// streams go to the exec server. Ends when the host end closes or `stop` is set.
+    fn guest(chan: UnixStream, stop: Arc<AtomicBool>) -> JoinHandle<()> {
+        std::thread::spawn(move || {
+            let mut poll = Poll::new().unwrap();
+            let mut mux = Mux::new(chan, Decoder::new(), true, poll.registry()).unwrap();
+            let ctx = ExecContext {
+                env: vec![("PATH".into(), "/bin:/usr/bin".into())],
+                own_reaper: true,
+                ..Default::default()
+            };
+            let mut events = Events::with_capacity(64);
+            while !mux.is_closed() && !stop.load(Ordering::Relaxed) {
+                poll.poll(&mut events, Some(Duration::from_millis(50))).ok();
+                for e in events.iter() {
+                    for ev in mux.handle(poll.registry(), e.token()) {
+                        if let MuxEvent::Open {
+                            stream,
+                            request: OpenRequest::Exec,
+                        } = ev
+                        {
+                            exec::attach(&mut mux, poll.registry(), stream, &ctx);
+                        }
+                    }
+                }
+            }
+        })
+    }
+
+    /// What an exec client does on its connection: feed `input` as stdin within the granted
+    /// credit, grant credit for output as it arrives, and collect stdout until `Exited`.
+    fn exec_cat(conn: UnixStream, input: &[u8]) -> Result<(Vec<u8>, ExecStatus), String> {
+        conn.set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let writer = Arc::new(Mutex::new(conn.try_clone().unwrap()));
+        let send = |w: &Mutex<UnixStream>, f: &ExecFrame| {
+            let mut bytes = Vec::new();
+            encode(&mut bytes, f);
+            w.lock().unwrap().write_all(&bytes).is_ok()
+        };
+        let req = ExecRequest {
+            args: vec!["cat".into()],
+            env: vec![],
+            cwd: "/".into(),
+            tty: None,
+        };
+        send(&writer, &ExecFrame::Message(ExecMessage::Open(req)));
+        let (credit_tx, credit_rx) = mpsc::channel::<u32>();
+        let feeder = {
+            let writer = writer.clone();
+            let input = input.to_vec();
+            std::thread::spawn(move || {
+                let mut credit = INITIAL_CREDIT as usize;
+                let mut rest = &input[..];
+                while !rest.is_empty() {
+                    while credit == 0 {
+                        match credit_rx.recv() {
+                            Ok(n) => credit += n as usize,
+                            Err(_) => return,
+                        }
+                    }
+                    let n = rest.len().min(credit).min(64 << 10);
+                    if !send(&writer, &ExecFrame::Stdin(rest[..n].to_vec())) {
+                        return;
+                    }
+                    credit -= n;
+                    rest = &rest[n..];
+                }
+                send(&writer, &ExecFrame::StdinEof);
+            })
+        };
+        let mut d = ExecDecoder::new(Side::Client);
+        let (mut out, mut exited) = (Vec::new(), None);
+        let mut buf = vec![0u8; 64 << 10];
+        let mut reader = conn;
+        let result = 'read: loop {
+            let n = match reader.read(&mut buf) {
+                Ok(0) => break Err(format!("EOF after {} bytes, no exit", out.len())),
+                Ok(n) => n,
+                Err(e) => break Err(format!("{e} after {} bytes", out.len())),
+            };
+            d.feed(&buf[..n]);
+            while let Some(f) = d.next_frame().map_err(|e| e.to_string())? {
+                match f {
+                    ExecFrame::Output(Output::Stdout, b) => {
+                        send(&writer, &ExecFrame::Window(b.len() as u32));
+                        out.extend(b);
+                    }
+                    ExecFrame::Window(n) => {
+                        credit_tx.send(n).ok();
+                    }
+                    ExecFrame::Message(ExecMessage::Exited(st)) => exited = Some(st),
+                    ExecFrame::Close => match exited {
+                        Some(st) => break 'read Ok((std::mem::take(&mut out), st)),
+                        None => break 'read Err("closed without an exit".into()),
+                    },
+                    _ => {}
+                }
+            }
+        };
+        drop(credit_tx);
+        feeder.join().unwrap();
+        result
+    }
+
+    /// Exec streams relayed over the channel (the `vm` backend's path: client connection →
+    /// host mux → channel → init's mux → exec server) carry bulk stdin and stdout byte-exact
+    /// and end with the command's exit, run after run.
+    #[test]
+    fn exec_streams_over_the_channel_carry_bulk_data_and_the_exit() {
+        let (host_chan, guest_chan) = UnixStream::pair().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let guest = guest(guest_chan, stop.clone());
+        let engine = EngineTarget {
+            unix: None,
+            tcp: "127.0.0.1:1".parse().unwrap(),
+        };
+        let mut host = Channel::new()
+            .unwrap()
+            .serve("channel".into(), host_chan, Decoder::new(), engine)
+            .unwrap();
+        let open = exec_opener(host.control());
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 256) as u8).collect();
+        for run in 0..30 {
+            let (client, server) = UnixStream::pair().unwrap();
+            open(server).unwrap();
+            match exec_cat(client, &data) {
+                Ok((out, st)) => {
+                    assert_eq!(st, ExecStatus::Code(0), "run {run}");
+                    assert!(out == data, "run {run}: {} bytes came back", out.len());
+                }
+                Err(e) => panic!("run {run}: {e}"),
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        guest.join().unwrap();
+        host.join();
+    }
+}
