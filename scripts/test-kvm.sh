@@ -73,7 +73,7 @@ else
     if [ -f "$kdir/.complete" ] && [ -f "$KERNEL" ]; then
         timings+=("kernel build: cached ($KERNEL)")
     else
-        say "building the guest kernel into $kdir (log: $kdir.log; ~12 min on 2 cores)"
+        say "building the guest kernel into $kdir (log: $kdir.log; ~4 min on 2 cores)"
         t=$(now)
         if ! scripts/build-guest-kernel.sh "$kdir" >"$kdir.log" 2>&1; then
             tail -n 40 "$kdir.log" >&2
