@@ -132,6 +132,11 @@ impl Mux {
         self.streams.len()
     }
 
+    /// Whether `stream` is still open on this side.
+    pub fn has_stream(&self, stream: u32) -> bool {
+        self.streams.contains_key(&stream)
+    }
+
     /// Queue a control message (sent as the channel allows; call [`Mux::flush`] or let the
     /// event loop do it).
     pub fn send(&mut self, stream: u32, message: &Message) {

@@ -207,14 +207,49 @@ impl ControlHandle {
 /// when the client goes away the stream closes and init kills the command. The `vm` backend
 /// uses this; a `namespace` sandbox hands the connection itself to init instead (its exec
 /// door), which saves this relay.
+///
+/// A stream that cannot open (the channel is gone, or init refuses it) is refused to the client
+/// in its own terms, an exec `Failed` frame (exit 125) naming why, so `iii worker exec` says
+/// what went wrong rather than that the connection was lost. The calling thread (one per
+/// client connection) waits for that answer until the stream ends.
 pub fn exec_opener(control: ControlHandle) -> super::ExecOpener {
     Box::new(move |conn| {
+        let answer = conn
+            .try_clone()
+            .map_err(|e| err!("exec: preparing the client connection: {e}"))?;
         conn.set_nonblocking(true)
             .map_err(|e| err!("exec: preparing the client connection: {e}"))?;
         let endpoint = Box::new(mio::net::UnixStream::from_std(conn));
-        control.open(OpenRequest::Exec, endpoint)?;
+        let messages = match control.open(OpenRequest::Exec, endpoint) {
+            Ok((_, messages)) => messages,
+            Err(e) => {
+                refuse_exec(&answer, &format!("exec: {e}"));
+                return Err(e);
+            }
+        };
+        // Init sends nothing on an exec stream but a refusal; the receiver ends with the stream.
+        for m in messages {
+            if let Message::OpenFailed { message } = m {
+                refuse_exec(&answer, &message);
+                return Err(err!("{message}"));
+            }
+        }
         Ok(())
     })
+}
+
+/// Tell an exec client its command cannot run: `Failed` (125, `why`), then `Close`.
+fn refuse_exec(conn: &UnixStream, why: &str) {
+    use crate::protocol::exec::{code, encode, ExecFrame, ExecMessage};
+    let mut bytes = Vec::new();
+    let failed = ExecMessage::Failed {
+        code: code::III_FAILED,
+        message: why.to_string(),
+    };
+    encode(&mut bytes, &ExecFrame::Message(failed));
+    encode(&mut bytes, &ExecFrame::Close);
+    // Non-blocking (shared with the relay's end), but a fresh connection has room for this.
+    let _ = (&*conn).write_all(&bytes);
 }
 
 /// The channel thread: serves the host end until init is gone.
@@ -268,6 +303,8 @@ fn host_loop(
                 MuxEvent::ChannelClosed => return,
             }
         }
+        // A stream that ended takes its route along (and so ends its opener's receiver).
+        routes.retain(|id, _| mux.has_stream(*id));
         if mux.is_closed() {
             return;
         }
@@ -341,8 +378,9 @@ mod tests {
     use std::sync::atomic::{AtomicBool, Ordering};
 
     /// Init's side of the relay, as the guest runs it: a mux over the channel whose exec
-    /// streams go to the exec server. Ends when the host end closes or `stop` is set.
-    fn guest(chan: UnixStream, stop: Arc<AtomicBool>) -> JoinHandle<()> {
+    /// streams go to the exec server (or are refused, with `refuse`). Ends when the host end
+    /// closes or `stop` is set.
+    fn guest(chan: UnixStream, stop: Arc<AtomicBool>, refuse: bool) -> JoinHandle<()> {
         std::thread::spawn(move || {
             let mut poll = Poll::new().unwrap();
             let mut mux = Mux::new(chan, Decoder::new(), true, poll.registry()).unwrap();
@@ -361,7 +399,11 @@ mod tests {
                             request: OpenRequest::Exec,
                         } = ev
                         {
-                            exec::attach(&mut mux, poll.registry(), stream, &ctx);
+                            if refuse {
+                                mux.reject(stream, "exec: no exec server here".into());
+                            } else {
+                                exec::attach(&mut mux, poll.registry(), stream, &ctx);
+                            }
                         }
                     }
                 }
@@ -432,6 +474,9 @@ mod tests {
                         credit_tx.send(n).ok();
                     }
                     ExecFrame::Message(ExecMessage::Exited(st)) => exited = Some(st),
+                    ExecFrame::Message(ExecMessage::Failed { code, message }) => {
+                        break 'read Err(format!("failed {code}: {message}"))
+                    }
                     ExecFrame::Close => match exited {
                         Some(st) => break 'read Ok((std::mem::take(&mut out), st)),
                         None => break 'read Err("closed without an exit".into()),
@@ -448,24 +493,47 @@ mod tests {
     /// Exec streams relayed over the channel (the `vm` backend's path: client connection →
     /// host mux → channel → init's mux → exec server) carry bulk stdin and stdout byte-exact
     /// and end with the command's exit, run after run.
-    #[test]
-    fn exec_streams_over_the_channel_carry_bulk_data_and_the_exit() {
+    /// A host end over a socketpair to [`guest`], and the opener of exec streams into it.
+    fn relay(
+        refuse: bool,
+    ) -> (
+        HostEnd,
+        Arc<AtomicBool>,
+        JoinHandle<()>,
+        Arc<super::super::ExecOpener>,
+    ) {
         let (host_chan, guest_chan) = UnixStream::pair().unwrap();
         let stop = Arc::new(AtomicBool::new(false));
-        let guest = guest(guest_chan, stop.clone());
+        let guest = guest(guest_chan, stop.clone(), refuse);
         let engine = EngineTarget {
             unix: None,
             tcp: "127.0.0.1:1".parse().unwrap(),
         };
-        let mut host = Channel::new()
+        let host = Channel::new()
             .unwrap()
             .serve("channel".into(), host_chan, Decoder::new(), engine)
             .unwrap();
-        let open = exec_opener(host.control());
+        let open = Arc::new(exec_opener(host.control()));
+        (host, stop, guest, open)
+    }
+
+    /// Open an exec stream for `server` as the monitor does: on a thread of its own, which
+    /// waits until the stream ends.
+    fn open_on_thread(
+        open: &Arc<super::super::ExecOpener>,
+        server: UnixStream,
+    ) -> JoinHandle<Result<()>> {
+        let open = open.clone();
+        std::thread::spawn(move || open(server))
+    }
+
+    #[test]
+    fn exec_streams_over_the_channel_carry_bulk_data_and_the_exit() {
+        let (mut host, stop, guest, open) = relay(false);
         let data: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 256) as u8).collect();
         for run in 0..30 {
             let (client, server) = UnixStream::pair().unwrap();
-            open(server).unwrap();
+            let opener = open_on_thread(&open, server);
             match exec_cat(client, &data) {
                 Ok((out, st)) => {
                     assert_eq!(st, ExecStatus::Code(0), "run {run}");
@@ -473,7 +541,25 @@ mod tests {
                 }
                 Err(e) => panic!("run {run}: {e}"),
             }
+            // The stream's end ends its opener too (its route is gone).
+            opener.join().unwrap().unwrap();
         }
+        stop.store(true, Ordering::Relaxed);
+        guest.join().unwrap();
+        host.join();
+    }
+
+    /// A stream init refuses reaches the client as an exec failure naming why (exit 125),
+    /// not as a lost connection.
+    #[test]
+    fn an_exec_stream_init_refuses_fails_with_its_reason() {
+        let (mut host, stop, guest, open) = relay(true);
+        let (client, server) = UnixStream::pair().unwrap();
+        let opener = open_on_thread(&open, server);
+        let err = exec_cat(client, b"x").unwrap_err();
+        assert_eq!(err, "failed 125: exec: no exec server here");
+        let e = opener.join().unwrap().unwrap_err();
+        assert_eq!(e.to_string(), "exec: no exec server here");
         stop.store(true, Ordering::Relaxed);
         guest.join().unwrap();
         host.join();
