@@ -624,6 +624,39 @@ fn linux_guest_runs_a_worker_with_logs_exec_and_stop() {
         p.explain(&env)
     );
     assert!(out.stdout == data, "{} bytes came back", out.stdout.len());
+    // Several at once share the one channel: three pipes and a terminal, each byte-exact.
+    let failures = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|sc| {
+        for k in 0..4 {
+            let (p, env, data, failures) = (&p, &env, &data, &failures);
+            sc.spawn(move || {
+                let (args, input) = if k == 3 {
+                    (
+                        vec!["worker", "exec", "-t", "w", "--", "busybox", "tty"],
+                        None,
+                    )
+                } else {
+                    (vec!["worker", "exec", "w", "--", "cat"], Some(&data[..]))
+                };
+                let out = p.iii_fed(&args, env, input);
+                let ok = out.status.code() == Some(0)
+                    && match input {
+                        Some(d) => out.stdout == d,
+                        None => out.stdout.starts_with(b"/dev/pts/"),
+                    };
+                if !ok {
+                    failures.lock().unwrap().push(format!(
+                        "exec {k}: exit {:?}, {} bytes out: {}",
+                        out.status.code(),
+                        out.stdout.len(),
+                        stderr(&out)
+                    ));
+                }
+            });
+        }
+    });
+    let failures = failures.into_inner().unwrap();
+    assert!(failures.is_empty(), "{failures:#?}{}", p.explain(&env));
     let out = p.iii(&["worker", "stop", "-t", "10", "w"], &env);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
