@@ -509,52 +509,61 @@ fn guest_init() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_iii")))
 }
 
-/// Why a Linux guest cannot boot here, if it cannot.
-fn linux_guest_unavailable() -> Option<(String, PathBuf)> {
-    let Some(kernel) = std::env::var_os("III_TEST_KERNEL").map(PathBuf::from) else {
-        return Some((
-            "III_TEST_KERNEL is not set (scripts/build-guest-kernel.sh)".into(),
-            PathBuf::new(),
-        ));
-    };
-    if let Err(e) = iii::sandbox::vm::check_host(Path::new("/dev/kvm")) {
-        return Some((e.to_string(), kernel));
+/// A Linux guest's kernel and /init where one can boot here; `get` skips the test (saying
+/// why) where none can.
+struct LinuxGuest {
+    kernel: String,
+    init: String,
+}
+
+impl LinuxGuest {
+    fn get() -> Option<LinuxGuest> {
+        match LinuxGuest::find() {
+            Ok(g) => Some(g),
+            Err(why) => {
+                skip!("{why}");
+                None
+            }
+        }
     }
-    if iii::sandbox::vm::paravirtual_kvm() {
-        return Some((
-            "/dev/kvm is paravirtual KVM (kvm_pvm), which cannot boot an unmodified Linux kernel"
-                .into(),
-            kernel,
-        ));
-    }
-    let init = guest_init();
-    if !initramfs::is_static_elf(&init).unwrap_or(false) {
-        return Some((
-            format!(
+
+    fn find() -> Result<LinuxGuest, String> {
+        let kernel = std::env::var("III_TEST_KERNEL")
+            .map_err(|_| "III_TEST_KERNEL is not set (scripts/build-guest-kernel.sh)")?;
+        iii::sandbox::vm::check_host(Path::new("/dev/kvm")).map_err(|e| e.to_string())?;
+        if iii::sandbox::vm::paravirtual_kvm() {
+            return Err(
+                "/dev/kvm is paravirtual KVM (kvm_pvm), which cannot boot an unmodified Linux \
+                 kernel"
+                    .into(),
+            );
+        }
+        let init = guest_init();
+        if !initramfs::is_static_elf(&init).unwrap_or(false) {
+            return Err(format!(
                 "{} is dynamically linked; the guest's /init must be a static iii \
                  (set III_VM_INIT to one, or cargo test --target x86_64-unknown-linux-musl)",
                 init.display()
-            ),
-            kernel,
-        ));
+            ));
+        }
+        let init = init.to_str().unwrap().to_string();
+        Ok(LinuxGuest { kernel, init })
     }
-    None
+
+    /// The environment that points iii at them.
+    fn env(&self) -> [(&str, &str); 2] {
+        [("III_KERNEL", &self.kernel), ("III_VM_INIT", &self.init)]
+    }
 }
 
 #[test]
 fn linux_guest_runs_a_worker_with_logs_exec_and_stop() {
-    if let Some((why, _)) = linux_guest_unavailable() {
-        skip!("{why}");
+    let Some(guest) = LinuxGuest::get() else {
         return;
-    }
-    let kernel = std::env::var("III_TEST_KERNEL").unwrap();
+    };
     let Some(p) = Project::new() else { return };
     p.write_config("    sandbox: vm\n    resources: {cpus: 1, memory: 256Mi}\n");
-    let init = guest_init();
-    let env = [
-        ("III_KERNEL", kernel.as_str()),
-        ("III_VM_INIT", init.to_str().unwrap()),
-    ];
+    let env = guest.env();
     let out = p.iii(&["worker", "start", "w"], &env);
     assert!(out.status.success(), "{}", stderr(&out));
     let r = p.wait_status(&env, "running", 60);
@@ -685,11 +694,9 @@ fn linux_guest_runs_a_worker_with_logs_exec_and_stop() {
 
 #[test]
 fn linux_guest_worker_reaches_the_host_through_its_nic_and_is_held_to_its_policy() {
-    if let Some((why, _)) = linux_guest_unavailable() {
-        skip!("{why}");
+    let Some(guest) = LinuxGuest::get() else {
         return;
-    }
-    let kernel = std::env::var("III_TEST_KERNEL").unwrap();
+    };
     let Some(p) = Project::new() else { return };
     // A host service the worker may reach at its gateway (host_ports), and one it may not.
     let open = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -710,11 +717,7 @@ fn linux_guest_worker_reaches_the_host_through_its_nic_and_is_held_to_its_policy
     p.write_config(&format!(
         "    sandbox: vm\n    resources: {{cpus: 1, memory: 256Mi}}\n    network: {{host_ports: [{port}]}}\n"
     ));
-    let init = guest_init();
-    let env = [
-        ("III_KERNEL", kernel.as_str()),
-        ("III_VM_INIT", init.to_str().unwrap()),
-    ];
+    let env = guest.env();
     let out = p.iii(&["worker", "start", "w"], &env);
     assert!(out.status.success(), "{}", stderr(&out));
     p.wait_status(&env, "running", 60);
@@ -774,21 +777,15 @@ const MEMORY_HOG: &str = "if [ ! -e /tried ]; then echo > /tried; echo self-kill
 
 #[test]
 fn linux_guest_out_of_memory_is_reported_as_such() {
-    if let Some((why, _)) = linux_guest_unavailable() {
-        skip!("{why}");
+    let Some(guest) = LinuxGuest::get() else {
         return;
-    }
-    let kernel = std::env::var("III_TEST_KERNEL").unwrap();
+    };
     let Some(p) = Project::with_worker(MEMORY_HOG) else {
         return;
     };
     // The VM's memory is the worker's limit: 128 MiB of guest RAM, kernel and init included.
     p.write_config("    sandbox: vm\n    resources: {cpus: 1, memory: 128Mi}\n");
-    let init = guest_init();
-    let env = [
-        ("III_KERNEL", kernel.as_str()),
-        ("III_VM_INIT", init.to_str().unwrap()),
-    ];
+    let env = guest.env();
     // A SIGKILL that is not the OOM killer's is not reported as one.
     let out = p.iii(&["worker", "start", "w"], &env);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -823,20 +820,14 @@ const PANICKER: &str = "n=$(cat /count 2>/dev/null || echo 0); n=$((n+1)); echo 
 
 #[test]
 fn linux_guest_kernel_panic_is_reported_and_the_worker_restarted() {
-    if let Some((why, _)) = linux_guest_unavailable() {
-        skip!("{why}");
+    let Some(guest) = LinuxGuest::get() else {
         return;
-    }
-    let kernel = std::env::var("III_TEST_KERNEL").unwrap();
+    };
     let Some(p) = Project::with_worker(PANICKER) else {
         return;
     };
     p.write_config("    sandbox: vm\n    resources: {cpus: 1, memory: 128Mi}\n");
-    let init = guest_init();
-    let env = [
-        ("III_KERNEL", kernel.as_str()),
-        ("III_VM_INIT", init.to_str().unwrap()),
-    ];
+    let env = guest.env();
     let mut engine = p.engine(&env);
     // The supervisor restarts it (after 1 s of backoff) and the second run stays up.
     let deadline = Instant::now() + Duration::from_secs(240);
@@ -890,10 +881,9 @@ const DEBIAN_WORKER: &str = ". /etc/os-release; echo \"$PRETTY_NAME\"; \
 
 #[test]
 fn linux_guest_runs_a_debian_minbase_image() {
-    if let Some((why, _)) = linux_guest_unavailable() {
-        skip!("{why}");
+    let Some(guest) = LinuxGuest::get() else {
         return;
-    }
+    };
     // A debootstrap'd bookworm minbase as one gzip layer, with its digests (scripts/test-kvm.sh
     // builds it once with scripts/lib/debian-minbase.sh: the same image the benchmarks use).
     let Some(layer_path) = std::env::var_os("III_TEST_DEBIAN_LAYER")
@@ -905,7 +895,6 @@ fn linux_guest_runs_a_debian_minbase_image() {
         );
         return;
     };
-    let kernel = std::env::var("III_TEST_KERNEL").unwrap();
     let read_digest = |ext: &str| {
         let f = layer_path.with_extension("").with_extension(ext);
         let text = std::fs::read_to_string(&f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
@@ -943,11 +932,7 @@ fn linux_guest_runs_a_debian_minbase_image() {
         return;
     };
     p.write_config("    sandbox: vm\n    resources: {cpus: 1, memory: 256Mi}\n");
-    let init = guest_init();
-    let env = [
-        ("III_KERNEL", kernel.as_str()),
-        ("III_VM_INIT", init.to_str().unwrap()),
-    ];
+    let env = guest.env();
     let out = p.iii(&["worker", "start", "w"], &env);
     assert!(out.status.success(), "{}", stderr(&out));
     let r = p.wait_status(&env, "running", 120);
