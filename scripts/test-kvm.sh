@@ -332,6 +332,8 @@ chmod 700 \$n/root
 mount -t proc proc \$n/proc; mount -t sysfs sysfs \$n/sys; mount -t devtmpfs devtmpfs \$n/dev
 mkdir -p \$n/dev/pts \$n/dev/shm; mount -t devpts devpts \$n/dev/pts; mount -t tmpfs tmpfs \$n/dev/shm
 mount -t cgroup2 cgroup2 \$n/sys/fs/cgroup 2>/dev/null
+# A checkout under one of those tmpfs (a clone in /tmp) needs its mount point made again.
+mkdir -p \$n$ROOT 2>/dev/null
 mount -t 9p -o \${o%,cache=loose} checkout \$n$ROOT || { echo "iii-l1: cannot mount the checkout"; reboot -f; }
 ip link set lo up
 echo "iii-l1: ready (uptime \$(cut -d' ' -f1 /proc/uptime) s), /dev/kvm: \$(ls /dev/kvm 2>&1)"
