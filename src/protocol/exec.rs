@@ -181,6 +181,16 @@ fn header(out: &mut Vec<u8>, kind: u8, len: usize) {
     out.extend_from_slice(&(len as u32).to_le_bytes());
 }
 
+/// Encode the end of a stream whose command could not run: `Failed` (`code`, `message`), then
+/// `Close`.
+pub fn encode_failure(out: &mut Vec<u8>, code: i32, message: String) {
+    encode(
+        out,
+        &ExecFrame::Message(ExecMessage::Failed { code, message }),
+    );
+    encode(out, &ExecFrame::Close);
+}
+
 /// Append the encoding of `frame` to `out`.
 pub fn encode(out: &mut Vec<u8>, frame: &ExecFrame) {
     match frame {

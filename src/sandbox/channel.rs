@@ -240,14 +240,9 @@ pub fn exec_opener(control: ControlHandle) -> super::ExecOpener {
 
 /// Tell an exec client its command cannot run: `Failed` (125, `why`), then `Close`.
 fn refuse_exec(conn: &UnixStream, why: &str) {
-    use crate::protocol::exec::{code, encode, ExecFrame, ExecMessage};
+    use crate::protocol::exec::{code, encode_failure};
     let mut bytes = Vec::new();
-    let failed = ExecMessage::Failed {
-        code: code::III_FAILED,
-        message: why.to_string(),
-    };
-    encode(&mut bytes, &ExecFrame::Message(failed));
-    encode(&mut bytes, &ExecFrame::Close);
+    encode_failure(&mut bytes, code::III_FAILED, why.to_string());
     // Non-blocking (shared with the relay's end), but a fresh connection has room for this.
     let _ = (&*conn).write_all(&bytes);
 }
@@ -490,50 +485,61 @@ mod tests {
         result
     }
 
+    /// A host end over a socketpair to [`guest`], and the opener of exec streams into it.
+    struct Relay {
+        host: HostEnd,
+        stop: Arc<AtomicBool>,
+        guest: JoinHandle<()>,
+        open: Arc<super::super::ExecOpener>,
+    }
+
+    impl Relay {
+        fn new(refuse: bool) -> Relay {
+            let (host_chan, guest_chan) = UnixStream::pair().unwrap();
+            let stop = Arc::new(AtomicBool::new(false));
+            let guest = guest(guest_chan, stop.clone(), refuse);
+            let engine = EngineTarget {
+                unix: None,
+                tcp: "127.0.0.1:1".parse().unwrap(),
+            };
+            let host = Channel::new()
+                .unwrap()
+                .serve("channel".into(), host_chan, Decoder::new(), engine)
+                .unwrap();
+            let open = Arc::new(exec_opener(host.control()));
+            Relay {
+                host,
+                stop,
+                guest,
+                open,
+            }
+        }
+
+        /// Open an exec stream for `server` as the monitor does: on a thread of its own,
+        /// which waits until the stream ends.
+        fn open_on_thread(&self, server: UnixStream) -> JoinHandle<Result<()>> {
+            let open = self.open.clone();
+            std::thread::spawn(move || open(server))
+        }
+
+        /// End the guest side; the host end follows.
+        fn finish(mut self) {
+            self.stop.store(true, Ordering::Relaxed);
+            self.guest.join().unwrap();
+            self.host.join();
+        }
+    }
+
     /// Exec streams relayed over the channel (the `vm` backend's path: client connection →
     /// host mux → channel → init's mux → exec server) carry bulk stdin and stdout byte-exact
     /// and end with the command's exit, run after run.
-    /// A host end over a socketpair to [`guest`], and the opener of exec streams into it.
-    fn relay(
-        refuse: bool,
-    ) -> (
-        HostEnd,
-        Arc<AtomicBool>,
-        JoinHandle<()>,
-        Arc<super::super::ExecOpener>,
-    ) {
-        let (host_chan, guest_chan) = UnixStream::pair().unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let guest = guest(guest_chan, stop.clone(), refuse);
-        let engine = EngineTarget {
-            unix: None,
-            tcp: "127.0.0.1:1".parse().unwrap(),
-        };
-        let host = Channel::new()
-            .unwrap()
-            .serve("channel".into(), host_chan, Decoder::new(), engine)
-            .unwrap();
-        let open = Arc::new(exec_opener(host.control()));
-        (host, stop, guest, open)
-    }
-
-    /// Open an exec stream for `server` as the monitor does: on a thread of its own, which
-    /// waits until the stream ends.
-    fn open_on_thread(
-        open: &Arc<super::super::ExecOpener>,
-        server: UnixStream,
-    ) -> JoinHandle<Result<()>> {
-        let open = open.clone();
-        std::thread::spawn(move || open(server))
-    }
-
     #[test]
     fn exec_streams_over_the_channel_carry_bulk_data_and_the_exit() {
-        let (mut host, stop, guest, open) = relay(false);
+        let relay = Relay::new(false);
         let data: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 256) as u8).collect();
         for run in 0..30 {
             let (client, server) = UnixStream::pair().unwrap();
-            let opener = open_on_thread(&open, server);
+            let opener = relay.open_on_thread(server);
             match exec_cat(client, &data) {
                 Ok((out, st)) => {
                     assert_eq!(st, ExecStatus::Code(0), "run {run}");
@@ -544,24 +550,20 @@ mod tests {
             // The stream's end ends its opener too (its route is gone).
             opener.join().unwrap().unwrap();
         }
-        stop.store(true, Ordering::Relaxed);
-        guest.join().unwrap();
-        host.join();
+        relay.finish();
     }
 
     /// A stream init refuses reaches the client as an exec failure naming why (exit 125),
     /// not as a lost connection.
     #[test]
     fn an_exec_stream_init_refuses_fails_with_its_reason() {
-        let (mut host, stop, guest, open) = relay(true);
+        let relay = Relay::new(true);
         let (client, server) = UnixStream::pair().unwrap();
-        let opener = open_on_thread(&open, server);
+        let opener = relay.open_on_thread(server);
         let err = exec_cat(client, b"x").unwrap_err();
         assert_eq!(err, "failed 125: exec: no exec server here");
         let e = opener.join().unwrap().unwrap_err();
         assert_eq!(e.to_string(), "exec: no exec server here");
-        stop.store(true, Ordering::Relaxed);
-        guest.join().unwrap();
-        host.join();
+        relay.finish();
     }
 }

@@ -8,7 +8,7 @@ use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
 use super::{ExecContext, ExecSession, Sink};
-use crate::protocol::exec::{encode, Decoder, ExecFrame, ExecMessage, Side};
+use crate::protocol::exec::{encode_failure, Decoder, ExecFrame, ExecMessage, Side};
 
 /// How long a finished exec connection waits for the client to close its end.
 const LINGER: Duration = Duration::from_secs(30);
@@ -61,14 +61,7 @@ pub fn serve_connection(conn: UnixStream, ctx: &ExecContext) {
         Ok(s) => s,
         Err(f) => {
             let mut bytes = Vec::new();
-            encode(
-                &mut bytes,
-                &ExecFrame::Message(ExecMessage::Failed {
-                    code: f.code,
-                    message: f.message,
-                }),
-            );
-            encode(&mut bytes, &ExecFrame::Close);
+            encode_failure(&mut bytes, f.code, f.message);
             let _ = writer.write_all(&bytes);
             linger(&writer, &mut reader, &mut buf);
             return;
